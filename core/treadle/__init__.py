@@ -1,0 +1,73 @@
+"""treadle: a modular PyTorch training engine. A small core of pluggy hooks; every capability,
+the built-ins included, is a plugin found through the ``treadle`` entry-point group.
+
+Public names load on first use (PEP 562), so ``import treadle`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from treadle.errors import (
+    ConfigError,
+    PluginConflictError,
+    PluginError,
+    PluginLoadError,
+    RegistrationError,
+    TreadleError,
+    UnknownNameError,
+)
+
+__version__ = "0.1.0"
+
+#: Marks a function as a hook implementation: ``@treadle.hookimpl``.
+hookimpl = pluggy.HookimplMarker("treadle")
+
+if TYPE_CHECKING:
+    from treadle.config import PluginsConfig, TrainingConfig, TrainingConfigBuilder
+    from treadle.control import TrainerControl
+    from treadle.plugins import PluginManager, get_plugin_manager, get_registry, make_plugin_manager
+    from treadle.seed import set_random_seed
+    from treadle.task import TaskSpec
+
+_LAZY: dict[str, str] = {
+    "PluginManager": "treadle.plugins",
+    "PluginsConfig": "treadle.config",
+    "TaskSpec": "treadle.task",
+    "TrainerControl": "treadle.control",
+    "TrainingConfig": "treadle.config",
+    "TrainingConfigBuilder": "treadle.config",
+    "get_plugin_manager": "treadle.plugins",
+    "get_registry": "treadle.plugins",
+    "make_plugin_manager": "treadle.plugins",
+    "set_random_seed": "treadle.seed",
+}
+
+__all__ = [
+    "ConfigError",
+    "PluginConflictError",
+    "PluginError",
+    "PluginLoadError",
+    "RegistrationError",
+    "TreadleError",
+    "UnknownNameError",
+    "__version__",
+    "hookimpl",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        msg = f"module 'treadle' has no attribute {name!r}"
+        raise AttributeError(msg)
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

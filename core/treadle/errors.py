@@ -1,0 +1,54 @@
+"""The exception hierarchy: one root, one subclass per area, each also a builtin where it fits."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "PluginConflictError",
+    "PluginError",
+    "PluginLoadError",
+    "RegistrationError",
+    "TreadleError",
+    "UnknownNameError",
+]
+
+
+class TreadleError(Exception):
+    """Root of every error treadle raises on purpose."""
+
+
+class ConfigError(TreadleError, ValueError):
+    """A configuration value, file or combination is invalid; the message lists every problem.
+
+    :ivar problems: the problems, one sentence each, when the error lists several.
+    """
+
+    problems: list[str]
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.problems = []
+
+
+class PluginError(TreadleError):
+    """Something is wrong with a plugin."""
+
+
+class PluginLoadError(PluginError, ImportError):
+    """A plugin's entry point could not be loaded or does not match the hook specifications."""
+
+
+class PluginConflictError(PluginError):
+    """Two plugins claim one plugin name or one registered name."""
+
+
+class RegistrationError(PluginError, ValueError):
+    """A ``register(name, obj)`` call was given a bad name or an object of the wrong kind."""
+
+
+class UnknownNameError(TreadleError, KeyError):
+    """A registry lookup found nothing under the name; the message lists what is registered."""
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument, which quotes a long message.
+        return str(self.args[0]) if self.args else ""

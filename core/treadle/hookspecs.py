@@ -1,0 +1,345 @@
+"""Every hook treadle calls, and its contract: this module is the plugin API.
+
+A plugin is any module or object with functions named after these hooks and marked with
+``treadle.hookimpl``. It is found through the ``treadle`` entry-point group, exactly like the
+built-in plugins::
+
+    # acme_treadle/plugin.py
+    from treadle import hookimpl
+    from acme_treadle.focal import FocalLoss
+
+    @hookimpl
+    def treadle_register_losses(register):
+        register("focal", FocalLoss)
+
+    @hookimpl
+    def treadle_on_epoch_end(trainer, epoch, metrics, control):
+        if metrics.get("val_loss", 0.0) < 0.1:
+            control.should_stop = True
+
+    # acme_treadle's pyproject.toml
+    # [project.entry-points.treadle]
+    # acme = "acme_treadle.plugin"
+
+Rules that hold for every hook:
+
+- An implementation names only the arguments it needs; the core always passes all of them,
+  so a hook may gain arguments in a minor release, never lose or rename one.
+- Implementations take no default values (pluggy versions disagree on what they receive).
+- Registration hooks (``treadle_register_<kinds>``) are called once per plugin manager, on the
+  first lookup of that kind, in entry-point name order; they are never wrappers.
+- Lifecycle hooks (``treadle_on_<event>``) receive a read-only ``trainer`` view and, where the
+  event allows steering, a :class:`~treadle.control.TrainerControl`. An exception escaping one
+  keeps its type, gains a note naming the plugin, and ends the run after
+  :func:`treadle_on_exception`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import torch
+
+    from treadle.control import TrainerControl
+    from treadle.protocols import TrainerView
+
+hookspec = pluggy.HookspecMarker("treadle")
+
+#: The ``register`` callable every registration hook receives.
+#: ``register(name, obj, override=False)``: ``name`` matches ``^[a-z][a-z0-9_-]*$``; ``obj`` is
+#: checked against the kind's protocol at once; ``override=True`` replaces a name another plugin
+#: registered (exactly one registrant of a name may pass it).
+Register = Callable[..., None]
+
+# --------------------------------------------------------------------------------------------
+# Registration: each fills one named registry. Called once per plugin manager, on first lookup.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def treadle_register_losses(register: Register) -> None:
+    """Register loss strategies.
+
+    :param register: ``register(name, strategy)``. ``strategy`` is a class (instantiated with the
+        options given to ``get_loss_strategy(name, **options)``) or a ready instance; either must
+        provide ``compute_loss(logits, labels, inputs=None)`` and ``validate_inputs(logits,
+        labels)`` (:class:`treadle.protocols.LossStrategy`).
+
+    Every implementation is called once; return values are ignored. An exception stops the
+    lookup that triggered registration and names the plugin.
+    """
+
+
+@hookspec
+def treadle_register_collators(register: Register) -> None:
+    """Register batch collators.
+
+    :param register: ``register(name, collator)``. A class is instantiated with ``task_spec=``
+        (and any options) when a loader is built; a function ``collate(samples) -> batch`` is
+        used as it is (:class:`treadle.protocols.Collator`).
+
+    Every implementation is called once; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_register_models(register: Register) -> None:
+    """Register model factories, used by the CLI and by jobs to build a model from config.
+
+    :param register: ``register(name, factory)`` where ``factory(training_config, task_spec)``
+        returns a ``torch.nn.Module`` (:class:`treadle.protocols.ModelFactory`).
+
+    Every implementation is called once; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_register_metrics(register: Register) -> None:
+    """Register streaming metrics computed during validation.
+
+    :param register: ``register(name, metric)`` where ``metric`` is a class whose instances
+        accumulate with ``update(...)`` and report with ``compute()``
+        (:class:`treadle.protocols.StreamingMetric`). A new instance is made per validation.
+
+    Every implementation is called once; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_register_loggers(register: Register) -> None:
+    """Register metric sinks (console, JSON lines, the experiment store, W&B, ...).
+
+    :param register: ``register(name, logger_class)``; the class is instantiated per run with
+        the options configured for it (:class:`treadle.protocols.MetricLogger`). A logger whose
+        optional dependency is missing still registers, and fails on use with the install fix.
+
+    Every implementation is called once; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_register_exporters(register: Register) -> None:
+    """Register export formats for export bundles (``onnx``, ``torchscript``, ``pytorch``, ...).
+
+    :param register: ``register(format_name, exporter)`` (:class:`treadle.protocols.Exporter`).
+
+    Every implementation is called once; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_register_storage(register: Register) -> None:
+    """Register storage backends, keyed by URL scheme (``sqlite``, ``postgresql``, ...).
+
+    :param register: ``register(scheme, backend)`` (:class:`treadle.protocols.StorageBackend`).
+        ``open_store("scheme://...")`` and the stores built on it resolve through this registry.
+
+    Every implementation is called once; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_register_job_types(register: Register) -> None:
+    """Register job types the job queue can run (training, evaluation, export, retraining).
+
+    :param register: ``register(job_type, runner)`` (:class:`treadle.protocols.JobType`).
+
+    Every implementation is called once; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_register_commands(register: Register) -> None:
+    """Register sub-commands of the ``treadle`` command line.
+
+    :param register: ``register(name, command)`` (:class:`treadle.protocols.Command`): the
+        command adds its arguments to an ``argparse`` sub-parser and runs with the parsed
+        namespace, returning an exit status.
+
+    Every implementation is called once, when the command line starts; return values are
+    ignored.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Lifecycle: called by the Trainer, in this order (E epochs, B batches, N accumulation steps):
+#   training_start, (epoch_start, (batch_start, before_backward, after_backward,
+#   [before_optimizer_step every N batches], batch_end) * B, validation_start, validation_end,
+#   epoch_end, [save_checkpoint]) * E, training_end; exception on any error.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def treadle_on_training_start(trainer: TrainerView, control: TrainerControl) -> None:
+    """Called once, after setup (model on its device, optimizer built, checkpoint resumed) and
+    before the first epoch.
+
+    :param trainer: read-only view of the run: config, task, model, step counters.
+    :param control: set ``should_stop`` to end the run before it starts.
+
+    Every implementation is called; return values are ignored. Wrappers are allowed.
+    """
+
+
+@hookspec
+def treadle_on_epoch_start(trainer: TrainerView, epoch: int, control: TrainerControl) -> None:
+    """Called at the start of every training epoch.
+
+    :param epoch: the epoch about to run, from 0.
+    :param control: set ``should_stop`` to end the run before this epoch.
+
+    Every implementation is called; return values are ignored. Wrappers are allowed.
+    """
+
+
+@hookspec
+def treadle_on_batch_start(
+    trainer: TrainerView, batch_index: int, batch: MutableMapping[str, Any], control: TrainerControl
+) -> None:
+    """Called before every training batch's forward pass. This is the hot path: keep it cheap.
+
+    :param batch_index: position of the batch in the epoch, from 0.
+    :param batch: the collated batch, already on the training device. An implementation may
+        change it in place (add, replace or remove keys); the forward pass sees the result.
+    :param control: set ``should_stop`` to end the run after this batch's optimizer step.
+
+    Every implementation is called; return values are ignored. Wrappers are allowed: code
+    before ``yield`` runs before every plain implementation.
+    """
+
+
+@hookspec
+def treadle_on_before_backward(
+    trainer: TrainerView, batch_index: int, loss: torch.Tensor, control: TrainerControl
+) -> torch.Tensor | None:
+    """Called with each batch's loss before ``backward()``. Hot path.
+
+    :param loss: the scalar loss of this micro-batch, already divided for accumulation,
+        still on its device and attached to the graph.
+    :returns: ``None`` to keep the loss, or a scalar tensor to back-propagate instead (an extra
+        regularization term, say). When several implementations return one, the last in call
+        order wins.
+
+    Every implementation is called. Wrappers are allowed.
+    """
+
+
+@hookspec
+def treadle_on_after_backward(
+    trainer: TrainerView, batch_index: int, control: TrainerControl
+) -> None:
+    """Called after each ``backward()``; gradients of this micro-batch are accumulated. Hot path.
+
+    Every implementation is called; return values are ignored. Wrappers are allowed.
+    """
+
+
+@hookspec
+def treadle_on_before_optimizer_step(
+    trainer: TrainerView, optimizer: torch.optim.Optimizer, control: TrainerControl
+) -> None:
+    """Called before each optimizer step, after gradients are unscaled and clipped.
+
+    :param optimizer: the optimizer about to step; gradients are readable on the model.
+    :param control: set ``should_skip_step`` to skip this step (gradients are cleared).
+
+    Every implementation is called; return values are ignored. Wrappers are allowed.
+    """
+
+
+@hookspec
+def treadle_on_batch_end(
+    trainer: TrainerView, batch_index: int, loss: torch.Tensor, control: TrainerControl
+) -> None:
+    """Called after every training batch. This is the hot path: keep it cheap.
+
+    :param batch_index: position of the batch in the epoch, from 0.
+    :param loss: the batch loss (undivided by accumulation), detached, still on its device;
+        call ``.item()`` only when logging.
+    :param control: set ``should_stop``, ``should_save`` or ``should_validate`` to steer; they
+        take effect at the next optimizer-step boundary.
+
+    Every implementation is called; return values are ignored. An exception ends the run
+    after ``treadle_on_exception``. Wrappers are allowed.
+    """
+
+
+@hookspec
+def treadle_on_validation_start(trainer: TrainerView, epoch: int, control: TrainerControl) -> None:
+    """Called before each validation pass.
+
+    Every implementation is called; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_on_validation_end(
+    trainer: TrainerView, epoch: int, metrics: Mapping[str, float], control: TrainerControl
+) -> None:
+    """Called after each validation pass with its metrics (``val_loss``, ``val_accuracy``, ...).
+
+    :param control: set ``should_stop`` to end the run, ``should_save`` to checkpoint now.
+
+    Every implementation is called; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_on_epoch_end(
+    trainer: TrainerView, epoch: int, metrics: Mapping[str, float], control: TrainerControl
+) -> None:
+    """Called after each epoch, its validation included, with the epoch's combined metrics.
+
+    :param metrics: training and validation metrics of the epoch (``train_loss``,
+        ``val_loss``, ...), plain floats.
+    :param control: set ``should_stop`` to end the run, ``should_save`` to checkpoint now.
+
+    Every implementation is called; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_on_save_checkpoint(
+    trainer: TrainerView, plugin_state: MutableMapping[str, Any]
+) -> None:
+    """Called while a checkpoint is written, so a plugin can store its own state.
+
+    :param plugin_state: a dict saved inside the checkpoint. Store under your plugin's name:
+        ``plugin_state["acme"] = {...}``. Values must be plain types (``int``, ``float``,
+        ``str``, lists, dicts, tensors): checkpoints load with ``weights_only=True``.
+
+    Every implementation is called; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_on_load_checkpoint(trainer: TrainerView, plugin_state: Mapping[str, Any]) -> None:
+    """Called when a run resumes from a checkpoint, with what ``treadle_on_save_checkpoint``
+    stored (an empty mapping for checkpoints written without plugin state).
+
+    Every implementation is called; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_on_exception(trainer: TrainerView, exception: BaseException) -> None:
+    """Called once when the run fails, before the exception propagates to the caller.
+
+    :param exception: the error; it is re-raised after every implementation ran. An exception
+        raised here is attached as a note and does not replace the original.
+
+    Every implementation is called; return values are ignored.
+    """
+
+
+@hookspec
+def treadle_on_training_end(trainer: TrainerView, results: Mapping[str, Any]) -> None:
+    """Called once after the last epoch, or after a requested stop, with the run's results
+    (``best_epoch``, ``best_val_loss``, ``total_time``, ``final_metrics``, ``history``).
+
+    Every implementation is called; return values are ignored.
+    """

@@ -1,0 +1,338 @@
+"""Plugin discovery, disabling and provenance: the plugin manager and its named registries.
+
+Plugins come from the ``treadle`` entry-point group, the built-ins included. Discovery reads the
+group, sorts it by name (``importlib.metadata`` yields directory order), skips disabled names,
+loads each entry point on its own, and validates every hook implementation against
+:mod:`treadle.hookspecs`. A plugin that fails is recorded with its cause: start-up fails naming
+it (``strict``), while ``treadle plugins`` lists it as broken.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import attrs
+import pluggy
+
+from treadle import hookspecs
+from treadle.errors import PluginConflictError, PluginLoadError
+from treadle.registry import KINDS, NamedRegistry, Provenance, fill_from_hook
+
+__all__ = [
+    "DISABLE_ENV",
+    "ENTRY_POINT_GROUP",
+    "PluginInfo",
+    "PluginManager",
+    "get_plugin_manager",
+    "get_registry",
+    "make_plugin_manager",
+]
+
+logger = logging.getLogger(__name__)
+hook_logger = logging.getLogger("treadle.hooks")
+
+ENTRY_POINT_GROUP = "treadle"
+DISABLE_ENV = "TREADLE_DISABLE_PLUGINS"
+TRACE_ENV = "TREADLE_TRACE_HOOKS"
+
+PluginStatus = Literal["loaded", "registered", "disabled", "broken"]
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``treadle plugins`` shows about one plugin.
+
+    :ivar name: the plugin's name (its entry-point name, or the name it was registered under).
+    :ivar distribution: the installed distribution that declares it, if any.
+    :ivar version: that distribution's version.
+    :ivar target: the entry point's ``module:attr`` value, or the object's repr.
+    :ivar status: ``loaded`` (from an entry point), ``registered`` (directly, as in tests),
+        ``disabled`` or ``broken``.
+    :ivar error: for a broken plugin, the cause.
+    """
+
+    name: str
+    distribution: str | None
+    version: str | None
+    target: str
+    status: PluginStatus
+    error: str | None = None
+
+    @property
+    def provenance(self) -> Provenance:
+        return Provenance(self.name, self.distribution, self.version)
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's plugin manager for project ``treadle``, with provenance and named registries.
+
+    Build one with :func:`make_plugin_manager`; the process-wide one is
+    :func:`get_plugin_manager`.
+    """
+
+    def __init__(self, disabled: Iterable[str] = ()) -> None:
+        super().__init__("treadle")
+        self.add_hookspecs(hookspecs)
+        self._infos: dict[str, PluginInfo] = {}
+        self._registries: dict[str, NamedRegistry] = {}
+        self._registry_lock = threading.Lock()
+        self.disabled: tuple[str, ...] = tuple(sorted(set(disabled)))
+        for name in self.disabled:
+            self.set_blocked(name)
+
+    # -- registration --------------------------------------------------------------------
+
+    def register(self, plugin: object, name: str | None = None) -> str | None:
+        """Register ``plugin`` (a module, class or instance with hook implementations).
+
+        Hook implementations are validated against the specs at once: an unknown ``treadle_``
+        hook or an argument the spec lacks raises :class:`~treadle.errors.PluginLoadError`.
+        """
+        return self.register_plugin(plugin, name)
+
+    def register_plugin(
+        self,
+        plugin: object,
+        name: str | None = None,
+        *,
+        distribution: str | None = None,
+        version: str | None = None,
+        target: str | None = None,
+    ) -> str | None:
+        """Register ``plugin`` recording where it came from (for messages and listings)."""
+        if self._registries:
+            msg = (
+                "Registries were already filled from this plugin manager; register plugins "
+                "before the first lookup (or build a new manager with make_plugin_manager)."
+            )
+            raise PluginLoadError(msg)
+        plugin_name = name or self.get_canonical_name(plugin)
+        describe = f"plugin {plugin_name!r}" + (
+            f" ({distribution} {version})" if distribution else ""
+        )
+        try:
+            registered = super().register(plugin, plugin_name)
+            self._check_unknown_hooks(plugin)
+        except (ValueError, pluggy.PluginValidationError) as err:
+            if registered_name := self.get_name(plugin):
+                self.unregister(name=registered_name)
+            msg = f"Cannot register {describe}: {err}"
+            raise PluginLoadError(msg) from err
+        if registered is not None:
+            self._infos[plugin_name] = PluginInfo(
+                name=plugin_name,
+                distribution=distribution,
+                version=version,
+                target=target or _describe_object(plugin),
+                status="loaded" if distribution else "registered",
+            )
+        return registered
+
+    def _check_unknown_hooks(self, plugin: object) -> None:
+        for caller in self.get_hookcallers(plugin) or ():
+            if not caller.has_spec():
+                msg = (
+                    f"it implements {caller.name!r}, which is no treadle hook "
+                    f"(see treadle.hookspecs for the list)"
+                )
+                raise pluggy.PluginValidationError(plugin, msg)
+
+    def load_entry_points(self, *, strict: bool = True) -> None:
+        """Load every plugin of the ``treadle`` entry-point group, sorted by name.
+
+        :param strict: raise on the first broken or clashing plugin (a run must not quietly
+            train without an installed plugin); otherwise record it as broken and go on.
+        :raises PluginLoadError: an entry point failed to import or to validate.
+        :raises PluginConflictError: two distributions declare one plugin name.
+        """
+        by_name: dict[str, list[importlib.metadata.EntryPoint]] = {}
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            same = by_name.setdefault(entry_point.name, [])
+            # one distribution found twice on sys.path (an editable install and a copy) is one
+            if all(
+                (e.value, _dist_name(e)) != (entry_point.value, _dist_name(entry_point))
+                for e in same
+            ):
+                same.append(entry_point)
+        known = set(by_name)
+        for name in self.disabled:
+            if name not in known:
+                warnings.warn(
+                    f"Cannot disable unknown plugin {name!r}; installed plugins: "
+                    f"{', '.join(sorted(known)) or 'none'}.",
+                    stacklevel=3,
+                )
+        # sorted: entry points come in directory order, and registration order decides
+        # which clashing name is "later" and the order hooks are called in
+        for name in sorted(by_name):
+            claims = by_name[name]
+            first = claims[0]
+            dist, version = _dist_name(first), _dist_version(first)
+            if name in self.disabled:
+                self._infos[name] = PluginInfo(name, dist, version, first.value, "disabled")
+                continue
+            if len(claims) > 1:
+                owners = " and ".join(f"{_dist_name(e)} {_dist_version(e)}" for e in claims)
+                msg = (
+                    f"Plugin name {name!r} is declared by {owners}. Uninstall one, or disable "
+                    f"the name with {DISABLE_ENV}={name}."
+                )
+                self._record_broken(name, dist, version, first.value, msg)
+                if strict:
+                    raise PluginConflictError(msg)
+                continue
+            try:
+                plugin = first.load()
+                self.register_plugin(
+                    plugin, name, distribution=dist, version=version, target=first.value
+                )
+            except Exception as err:
+                cause = f"{type(err).__name__}: {err}"
+                self._record_broken(name, dist, version, first.value, cause)
+                if strict:
+                    msg = (
+                        f"Plugin {name!r} (entry point {first.value!r} in the 'treadle' group of "
+                        f"{dist} {version}) failed to load: {cause}. Fix or uninstall "
+                        f"{dist}, or disable the plugin with {DISABLE_ENV}={name}."
+                    )
+                    raise PluginLoadError(msg) from err
+                logger.warning("plugin %r from %s %s is broken: %s", name, dist, version, cause)
+
+    def _record_broken(
+        self, name: str, dist: str | None, version: str | None, target: str, cause: str
+    ) -> None:
+        self._infos[name] = PluginInfo(name, dist, version, target, "broken", cause)
+
+    # -- introspection -------------------------------------------------------------------
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        """Every plugin this manager knows of, loaded, disabled or broken, sorted by name."""
+        return [self._infos[name] for name in sorted(self._infos)]
+
+    def provenance(self, plugin_name: str) -> Provenance:
+        """Plugin, distribution and version behind a plugin name."""
+        info = self._infos.get(plugin_name)
+        return info.provenance if info else Provenance(plugin_name)
+
+    def hooks_of(self, plugin_name: str) -> list[str]:
+        """Names of the hooks a registered plugin implements."""
+        plugin = self.get_plugin(plugin_name)
+        if plugin is None:
+            return []
+        return sorted(caller.name for caller in self.get_hookcallers(plugin) or ())
+
+    # -- registries ----------------------------------------------------------------------
+
+    def registry(self, kind: str) -> NamedRegistry:
+        """The named registry of ``kind`` (``losses``, ``collators``, ...), filled on first use
+        from ``treadle_register_<kind>``."""
+        with self._registry_lock:
+            existing = self._registries.get(kind)
+            if existing is not None:
+                return existing
+            try:
+                kind_info = KINDS[kind]
+            except KeyError:
+                msg = f"Unknown registry kind {kind!r}; kinds: {', '.join(KINDS)}."
+                raise KeyError(msg) from None
+            caller = getattr(self.hook, kind_info.hook_name)
+            registry = NamedRegistry(
+                kind_info,
+                fill=lambda reg: fill_from_hook(reg, caller, self.provenance),
+                disabled_plugins=self.disabled,
+            )
+            self._registries[kind] = registry
+            return registry
+
+
+def _dist_name(entry_point: importlib.metadata.EntryPoint) -> str | None:
+    dist = entry_point.dist
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _dist_version(entry_point: importlib.metadata.EntryPoint) -> str | None:
+    dist = entry_point.dist
+    return dist.version if dist is not None else None
+
+
+def _describe_object(plugin: object) -> str:
+    name = getattr(plugin, "__name__", None)
+    return name if isinstance(name, str) else repr(plugin)
+
+
+def disabled_from_env() -> list[str]:
+    """Plugin names listed in ``TREADLE_DISABLE_PLUGINS`` (comma-separated)."""
+    raw = os.environ.get(DISABLE_ENV, "")
+    return [name.strip() for name in raw.split(",") if name.strip()]
+
+
+def make_plugin_manager(
+    *,
+    load_entry_points: bool = True,
+    disabled: Sequence[str] | None = None,
+    plugins: Sequence[tuple[str, object]] = (),
+    strict: bool = True,
+) -> PluginManager:
+    """Build a new plugin manager.
+
+    :param load_entry_points: discover the ``treadle`` entry-point group (the built-ins and
+        every installed plugin). ``False`` gives an isolated manager for tests: register what
+        the test needs with ``manager.register(module, name=...)``.
+    :param disabled: plugin names not to load; defaults to ``TREADLE_DISABLE_PLUGINS``.
+    :param plugins: ``(name, plugin)`` pairs registered after discovery.
+    :param strict: fail on a broken plugin (see :meth:`PluginManager.load_entry_points`).
+    """
+    manager = PluginManager(disabled=disabled_from_env() if disabled is None else disabled)
+    if os.environ.get(TRACE_ENV, "") not in ("", "0"):
+        manager.add_hookcall_monitoring(_trace_before, _trace_after)
+    if load_entry_points:
+        manager.load_entry_points(strict=strict)
+    for name, plugin in plugins:
+        manager.register(plugin, name=name)
+    return manager
+
+
+def _trace_before(
+    hook_name: str, hook_impls: Sequence[pluggy.HookImpl], kwargs: Mapping[str, Any]
+) -> None:
+    hook_logger.debug(
+        "%s -> %s", hook_name, ", ".join(impl.plugin_name for impl in hook_impls) or "(none)"
+    )
+
+
+def _trace_after(
+    outcome: pluggy.Result[Any],
+    hook_name: str,
+    hook_impls: Sequence[pluggy.HookImpl],
+    kwargs: Mapping[str, Any],
+) -> None:
+    if outcome.exception is not None:
+        hook_logger.debug("%s raised %r", hook_name, outcome.exception)
+
+
+_global_manager: PluginManager | None = None
+_global_lock = threading.Lock()
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, built on first use (never at ``import treadle``).
+
+    :raises PluginLoadError: an installed plugin is broken; the message names it and the fix.
+    """
+    global _global_manager
+    if _global_manager is None:
+        with _global_lock:
+            if _global_manager is None:
+                _global_manager = make_plugin_manager()
+    return _global_manager
+
+
+def get_registry(kind: str, plugin_manager: PluginManager | None = None) -> NamedRegistry:
+    """The named registry of ``kind`` from ``plugin_manager`` (default: the global one)."""
+    return (plugin_manager or get_plugin_manager()).registry(kind)

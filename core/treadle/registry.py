@@ -1,0 +1,296 @@
+"""The one named registry that every registration hook fills, with the provenance of each name."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from treadle import protocols
+from treadle.errors import PluginConflictError, RegistrationError, UnknownNameError
+
+if TYPE_CHECKING:
+    import pluggy
+
+__all__ = ["KINDS", "Entry", "Kind", "NamedRegistry", "Provenance"]
+
+logger = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
+
+
+@attrs.frozen
+class Provenance:
+    """Where a registered name came from."""
+
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        if self.distribution is None:
+            return self.plugin
+        return f"{self.plugin}: {self.distribution} {self.version}"
+
+
+RUNTIME = Provenance(plugin="runtime")
+
+
+@attrs.frozen
+class Kind:
+    """A kind of thing plugins register: its registry key, hook, noun and protocol.
+
+    :ivar key: registry key and hook suffix (``losses`` for ``treadle_register_losses``).
+    :ivar noun: how error messages call one of them (``loss strategy``).
+    :ivar protocol: the runtime-checkable protocol a registered object must satisfy.
+    """
+
+    key: str
+    noun: str
+    protocol: type
+
+    @property
+    def hook_name(self) -> str:
+        return f"treadle_register_{self.key}"
+
+
+KINDS: dict[str, Kind] = {
+    kind.key: kind
+    for kind in (
+        Kind("losses", "loss strategy", protocols.LossStrategy),
+        Kind("collators", "collator", protocols.Collator),
+        Kind("models", "model", protocols.ModelFactory),
+        Kind("metrics", "metric", protocols.StreamingMetric),
+        Kind("loggers", "logger", protocols.MetricLogger),
+        Kind("exporters", "export format", protocols.Exporter),
+        Kind("storage", "storage scheme", protocols.StorageBackend),
+        Kind("job_types", "job type", protocols.JobType),
+        Kind("commands", "command", protocols.Command),
+    )
+}
+
+
+@attrs.frozen
+class Entry:
+    """One registered name: the object and who registered it."""
+
+    name: str
+    obj: Any
+    provenance: Provenance
+    override: bool = False
+
+
+class NamedRegistry:
+    """Names to objects of one kind, filled from a registration hook on first lookup.
+
+    :param kind: what this registry holds.
+    :param fill: called once, before the first lookup, with ``self``; the plugin manager
+        passes a function that walks the kind's hook implementations. ``None`` for a registry
+        filled only at runtime.
+    :param disabled_plugins: plugin names switched off, quoted when a lookup fails.
+    """
+
+    def __init__(
+        self,
+        kind: Kind,
+        fill: Callable[[NamedRegistry], None] | None = None,
+        disabled_plugins: Sequence[str] = (),
+    ) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+        self._fill = fill
+        self._disabled_plugins = tuple(disabled_plugins)
+
+    # -- filling -------------------------------------------------------------------------
+
+    def _ensure_filled(self) -> None:
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
+
+    def check(self, name: object, obj: object, provenance: Provenance) -> None:
+        """Raise :class:`RegistrationError` unless ``name`` and ``obj`` fit this kind."""
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            msg = (
+                f"{self.kind.noun.capitalize()} name {name!r} from {provenance} is not valid: "
+                f"use lowercase letters, digits, '_' and '-', starting with a letter."
+            )
+            raise RegistrationError(msg)
+        if not isinstance(obj, self.kind.protocol):
+            missing = _missing_members(obj, self.kind.protocol)
+            msg = (
+                f"{self.kind.noun.capitalize()} {name!r} from {provenance} ({obj!r}) lacks "
+                f"{', '.join(missing) or 'members'} required by "
+                f"{self.kind.protocol.__module__}.{self.kind.protocol.__qualname__}."
+            )
+            raise RegistrationError(msg)
+
+    def add_entries(self, entries: Sequence[Entry]) -> None:
+        """Add plugin registrations collected in one walk, resolving clashes.
+
+        A name registered by several plugins is an error naming all of them, unless exactly
+        one of them passed ``override=True``; that one wins wherever it stands in the walk.
+        """
+        by_name: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_name.setdefault(entry.name, []).append(entry)
+        for name, group in by_name.items():
+            if name in self._entries:
+                group = [self._entries[name], *group]
+            if len(group) == 1:
+                self._entries[name] = group[0]
+                continue
+            overriding = [entry for entry in group if entry.override]
+            if len(overriding) != 1:
+                raise self._conflict(name, group)
+            winner = overriding[0]
+            logger.debug(
+                "%s %r from %s overrides %s",
+                self.kind.noun,
+                name,
+                winner.provenance,
+                ", ".join(str(e.provenance) for e in group if e is not winner),
+            )
+            self._entries[name] = winner
+
+    def _conflict(self, name: str, group: Sequence[Entry]) -> PluginConflictError:
+        owners = " and ".join(str(entry.provenance) for entry in group)
+        msg = (
+            f"{self.kind.noun.capitalize()} {name!r} is registered {len(group)} times: "
+            f"{owners}. Disable one with TREADLE_DISABLE_PLUGINS=<name>, or pass "
+            f"register(..., override=True) in the one that should win."
+        )
+        return PluginConflictError(msg)
+
+    def register(self, name: str, obj: Any, *, override: bool = False) -> None:
+        """Register ``obj`` under ``name`` at runtime (provenance ``runtime``).
+
+        :raises RegistrationError: the name or object does not fit this kind.
+        :raises PluginConflictError: the name is taken and ``override`` is false.
+        """
+        self._ensure_filled()
+        self.check(name, obj, RUNTIME)
+        self.add_entries([Entry(name, obj, RUNTIME, override)])
+
+    # -- lookup --------------------------------------------------------------------------
+
+    def entry(self, name: str) -> Entry:
+        """The entry under ``name``.
+
+        :raises UnknownNameError: nothing is registered under it; the message lists what is.
+        """
+        self._ensure_filled()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self._unknown_message(name)) from None
+
+    def get(self, name: str) -> Any:
+        """The object registered under ``name``, as registered (a class stays a class)."""
+        return self.entry(name).obj
+
+    def create(self, name: str, **options: Any) -> Any:
+        """An instance for ``name``: a registered class is called with ``options``; a
+        registered instance or function is returned as it is (options are then an error)."""
+        obj = self.get(name)
+        if isinstance(obj, type):
+            return obj(**options)
+        if options:
+            msg = (
+                f"{self.kind.noun.capitalize()} {name!r} was registered as a ready instance, so it "
+                f"takes no options (given: {', '.join(sorted(options))}). Register its class "
+                f"to configure it per use."
+            )
+            raise TypeError(msg)
+        return obj
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        self._ensure_filled()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        """Registered entries, sorted by name."""
+        self._ensure_filled()
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    def __contains__(self, name: object) -> bool:
+        self._ensure_filled()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        self._ensure_filled()
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"<NamedRegistry {self.kind.key}: {', '.join(self.names()) or 'empty'}>"
+
+    def _unknown_message(self, name: str) -> str:
+        by_owner: dict[str, list[str]] = {}
+        for entry in self._entries.values():
+            by_owner.setdefault(str(entry.provenance), []).append(entry.name)
+        listing = "; ".join(
+            f"{', '.join(sorted(names))} ({owner})" for owner, names in sorted(by_owner.items())
+        )
+        msg = f"Unknown {self.kind.noun} {name!r}. Registered: {listing or 'none'}."
+        close = difflib.get_close_matches(name, list(self._entries), n=1)
+        if close:
+            msg += f" Did you mean {close[0]!r}?"
+        if self._disabled_plugins:
+            msg += (
+                f" Disabled plugins, which may provide it: {', '.join(self._disabled_plugins)}"
+                f" (see TREADLE_DISABLE_PLUGINS and plugins.disable)."
+            )
+        return msg
+
+
+def _missing_members(obj: object, protocol: type) -> list[str]:
+    members = set(getattr(protocol, "__annotations__", {}))
+    members.update(
+        name for name in vars(protocol) if not name.startswith("_") or name == "__call__"
+    )
+    members -= {"_is_protocol", "_is_runtime_protocol"}
+    return sorted(member for member in members if not hasattr(obj, member))
+
+
+def fill_from_hook(
+    registry: NamedRegistry,
+    caller: pluggy.HookCaller,
+    provenance_of: Callable[[str], Provenance],
+) -> None:
+    """Call each implementation of a registration hook, in registration order, with a
+    ``register`` bound to its plugin, then add everything collected to ``registry``.
+
+    Implementations receive only the arguments they name. A wrapper is an error naming the
+    plugin; an exception from an implementation keeps its type and gains a note naming it.
+    """
+    collected: list[Entry] = []
+    for impl in caller.get_hookimpls():
+        provenance = provenance_of(impl.plugin_name)
+        if impl.wrapper or impl.hookwrapper:
+            msg = (
+                f"Plugin {provenance} implements {caller.name} as a wrapper; registration "
+                f"hooks must be plain implementations."
+            )
+            raise RegistrationError(msg)
+
+        def register(
+            name: str, obj: Any, override: bool = False, *, _provenance: Provenance = provenance
+        ) -> None:
+            registry.check(name, obj, _provenance)
+            collected.append(Entry(name, obj, _provenance, override))
+
+        available = {"register": register}
+        try:
+            impl.function(**{arg: available[arg] for arg in impl.argnames})
+        except Exception as err:
+            err.add_note(f"in {caller.name} of plugin {provenance}")
+            raise
+    registry.add_entries(collected)

@@ -1,0 +1,3 @@
+"""An example third-party treadle plugin."""
+
+__version__ = "0.3.0"

@@ -1,0 +1,12 @@
+"""Hook implementations of the example plugin: registrations only, a few lines each."""
+
+from __future__ import annotations
+
+from treadle import hookimpl
+from treadle.hookspecs import Register
+from treadle_example.focal import FocalLoss
+
+
+@hookimpl
+def treadle_register_losses(register: Register) -> None:
+    register("focal", FocalLoss)

@@ -1,0 +1,72 @@
+"""Shared fixtures: offline environment, isolated plugin managers, fake installed plugins."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["treadle.testing"]
+
+# Tests never reach a hub; see shared/ENVIRONMENT.md.
+os.environ.update(
+    {
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+    }
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_env_disabled_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TREADLE_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("TREADLE_TRACE_HOOKS", raising=False)
+
+
+FakeDist = Callable[..., Path]
+
+
+@pytest.fixture
+def fake_plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDist]:
+    """Write an installed-looking distribution into a folder on ``sys.path``: a module and a
+    ``<name>-<version>.dist-info`` with METADATA and entry_points.txt, which
+    ``importlib.metadata`` finds with its name and version (no pip, no fakes of the stdlib).
+
+    ``fake_plugin_dist("acme-treadle", "1.2.0", {"acme": "acme_treadle"}, {"acme_treadle":
+    "source"})`` returns the folder.
+    """
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    monkeypatch.syspath_prepend(str(site))
+    imported: list[str] = []
+
+    def make(
+        distribution: str,
+        version: str,
+        entry_points: dict[str, str],
+        modules: dict[str, str],
+    ) -> Path:
+        for module, source in modules.items():
+            imported.append(module)
+            monkeypatch.delitem(sys.modules, module, raising=False)
+            (site / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        info = site / f"{distribution.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n", encoding="utf-8"
+        )
+        lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+        (info / "entry_points.txt").write_text(f"[treadle]\n{lines}\n", encoding="utf-8")
+        return site
+
+    yield make
+    for module in imported:
+        sys.modules.pop(module, None)
