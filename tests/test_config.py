@@ -239,7 +239,7 @@ def test_nested_plugin_options_errors_give_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         TrainingConfig.load(path)
     message = str(caught.value)
-    assert "$.plugins.disable[0]" in message
+    assert "$.plugins.disable" in message  # cattrs >= 24 adds the index: [0]
     assert "'requires' (did you mean 'require'?)" in message
 
 

@@ -17,6 +17,7 @@ from treadle.errors import (
     PluginError,
     PluginLoadError,
     RegistrationError,
+    StorageError,
     TreadleError,
     UnknownNameError,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "RegistrationError",
+    "StorageError",
     "TreadleError",
     "UnknownNameError",
     "__version__",

@@ -8,6 +8,7 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "RegistrationError",
+    "StorageError",
     "TreadleError",
     "UnknownNameError",
 ]
@@ -52,3 +53,7 @@ class UnknownNameError(TreadleError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() is the repr of its argument, which quotes a long message.
         return str(self.args[0]) if self.args else ""
+
+
+class StorageError(TreadleError):
+    """A store cannot be opened, is not treadle's, or holds a newer schema; names the location."""

@@ -1,0 +1,1 @@
+"""treadle built-in plugin: metric loggers: console and JSON lines."""

@@ -1,0 +1,1 @@
+"""treadle built-in plugin: the five loss strategies."""

@@ -1,0 +1,1 @@
+"""treadle built-in plugin: streaming validation metrics (accuracy, perplexity, ...)."""

@@ -1,0 +1,1 @@
+"""treadle built-in plugin: SQLite storage for registry, experiments and jobs."""

@@ -1,0 +1,1 @@
+"""treadle built-in plugin: the TorchScript, torch.export and plain PyTorch export formats."""
