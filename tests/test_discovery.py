@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FakeDist
+from treadle.config import PluginsConfig
 from treadle.errors import PluginConflictError, PluginLoadError, UnknownNameError
-from treadle.plugins import make_plugin_manager
+from treadle.plugins import check_requirements, make_plugin_manager, plugin_manager_for
 
 ACME = """
 from treadle import hookimpl
@@ -168,3 +169,24 @@ def test_plugins_command_succeeds_when_every_plugin_loads(tmp_path: Path) -> Non
     result = _run_cli("plugins", env_extra={})
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("plugin")
+
+
+def test_config_disable_leaves_a_plugin_out_for_that_run(fake_plugin_dist: FakeDist) -> None:
+    fake_plugin_dist("acme-treadle", "1.2.0", {"acme": "acme_treadle"}, {"acme_treadle": ACME})
+    manager = plugin_manager_for(PluginsConfig(disable=("acme",)))
+    assert "acme_mean" not in manager.registry("losses")
+    assert {info.name: info.status for info in manager.plugin_infos()}["acme"] == "disabled"
+
+
+def test_required_plugins_must_be_installed_at_a_matching_version(
+    fake_plugin_dist: FakeDist,
+) -> None:
+    fake_plugin_dist("acme-treadle", "1.2.0", {"acme": "acme_treadle"}, {"acme_treadle": ACME})
+    check_requirements(["acme-treadle>=1.0"])
+    with pytest.raises(PluginLoadError) as caught:
+        check_requirements(["acme-treadle>=2.0", "treadle-focal>=0.2", "not a requirement!"])
+    message = str(caught.value)
+    assert "acme-treadle 1.2.0 is installed, not acme-treadle>=2.0" in message
+    assert "treadle-focal is not installed" in message
+    assert "'not a requirement!' is not a valid requirement" in message
+    assert 'pip install "acme-treadle>=2.0"' in message

@@ -15,7 +15,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import pluggy
@@ -24,14 +24,19 @@ from treadle import hookspecs
 from treadle.errors import PluginConflictError, PluginLoadError
 from treadle.registry import KINDS, NamedRegistry, Provenance, fill_from_hook
 
+if TYPE_CHECKING:
+    from treadle.config import PluginsConfig
+
 __all__ = [
     "DISABLE_ENV",
     "ENTRY_POINT_GROUP",
     "PluginInfo",
     "PluginManager",
+    "check_requirements",
     "get_plugin_manager",
     "get_registry",
     "make_plugin_manager",
+    "plugin_manager_for",
 ]
 
 logger = logging.getLogger(__name__)
@@ -331,6 +336,56 @@ def get_plugin_manager() -> PluginManager:
             if _global_manager is None:
                 _global_manager = make_plugin_manager()
     return _global_manager
+
+
+def check_requirements(requirements: Sequence[str]) -> None:
+    """Fail unless every requirement (``"treadle-focal>=0.2"``, pytest's ``required_plugins``)
+    is installed at a matching version.
+
+    :raises PluginLoadError: listing each requirement that is missing or at the wrong version,
+        with the install command.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    problems = []
+    for text in requirements:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as err:
+            problems.append(f"{text!r} is not a valid requirement ({err})")
+            continue
+        try:
+            installed = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            problems.append(f"{requirement.name} is not installed")
+            continue
+        if requirement.specifier and not requirement.specifier.contains(
+            installed, prereleases=True
+        ):
+            problems.append(f"{requirement.name} {installed} is installed, not {requirement}")
+    if problems:
+        wanted = " ".join(f'"{text}"' for text in requirements)
+        msg = (
+            f"Required plugins are not satisfied (plugins.require): {'; '.join(problems)}. "
+            f"Install them with: pip install {wanted}"
+        )
+        raise PluginLoadError(msg)
+
+
+def plugin_manager_for(plugins_config: PluginsConfig | None) -> PluginManager:
+    """The plugin manager a run with this ``plugins`` config section uses.
+
+    Without ``disable`` entries it is the process-wide manager; with them, a new manager that
+    also leaves out those plugins (on top of ``TREADLE_DISABLE_PLUGINS``). ``require`` entries
+    are checked first, so a run never starts without a plugin it asked for.
+    """
+    if plugins_config is None:
+        return get_plugin_manager()
+    if plugins_config.require:
+        check_requirements(plugins_config.require)
+    if not plugins_config.disable:
+        return get_plugin_manager()
+    return make_plugin_manager(disabled=[*disabled_from_env(), *plugins_config.disable])
 
 
 def get_registry(kind: str, plugin_manager: PluginManager | None = None) -> NamedRegistry:

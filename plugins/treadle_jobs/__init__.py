@@ -1,0 +1,1 @@
+"""treadle built-in plugin: job types (training, evaluation, export, retraining)."""

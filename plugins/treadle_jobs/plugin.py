@@ -1,0 +1,3 @@
+"""Hook implementations of the jobs plugin: registrations only, a few lines each."""
+
+from __future__ import annotations
