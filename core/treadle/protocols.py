@@ -7,10 +7,12 @@ method name fails at registration, naming the plugin, rather than mid-training.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from treadle.config import TrainingConfig
@@ -65,7 +67,15 @@ class ModelFactory(Protocol):
 
 @runtime_checkable
 class StreamingMetric(Protocol):
-    """Accumulates over validation batches without keeping them; ``compute`` reports floats."""
+    """Accumulates over validation batches without keeping them; ``compute`` reports floats.
+
+    A registered class is instantiated per validation as ``cls()``. ``update(logits, labels,
+    inputs)`` gets one batch's logits (float), its labels, and ``inputs``, a mapping with the
+    batch's ``attention_mask``, ``pad_token_id`` and the like (``shift_labels: False`` or
+    ``decoder_input_ids`` there marks sequence-to-sequence labels, which are not shifted).
+    ``compute()`` returns names without the ``val_`` prefix (``{"accuracy": 0.9}``); the
+    Trainer adds it. Keep running sums only: never the logits of the whole validation.
+    """
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, inputs: Any) -> None: ...
 
@@ -74,7 +84,13 @@ class StreamingMetric(Protocol):
 
 @runtime_checkable
 class MetricLogger(Protocol):
-    """A sink for metrics: console, JSON lines, an experiment store, W&B, ..."""
+    """A sink for metrics: console, JSON lines, an experiment store, W&B, ...
+
+    A registered class is built once per run as ``cls(training_config=..., run_dir=...)``
+    (``run_dir``: a ``pathlib.Path`` folder for the run's files). ``log_metrics(metrics, step)``
+    receives plain floats keyed by names that may hold ``/`` (``train/batch_loss``) at an
+    optimizer step; ``close()`` is called once at the end of the run, also after an error.
+    """
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
 
@@ -83,9 +99,43 @@ class MetricLogger(Protocol):
 
 @runtime_checkable
 class Exporter(Protocol):
-    """Writes one artifact format of a model into an export bundle."""
+    """Writes one artifact format of a model into an export bundle, and loads it back.
 
-    def export(self, model: torch.nn.Module, example_inputs: Any, directory: Any) -> Any: ...
+    The registered name is the format's name (``onnx``). The bundle hands every exporter the
+    same shape of model: an ``nn.Module`` in eval mode taking the input tensors positionally,
+    in ``input_names`` order, and returning one tensor (the logits).
+
+    :ivar artifact_name: file name inside the bundle's ``artifacts/`` (``model.onnx``).
+    :ivar runtime: how the bundle's standalone ``inference.py`` runs the artifact:
+        ``onnxruntime``, ``torchscript``, ``torch_export``, or ``""`` when it cannot (the
+        artifact is then only checked against its sha256 there).
+    :ivar requirements: pip requirement lines the bundle needs to run the artifact.
+    """
+
+    artifact_name: str
+    runtime: str
+    requirements: Sequence[str]
+
+    def export(
+        self,
+        model: torch.nn.Module,
+        example_inputs: tuple[torch.Tensor, ...],
+        path: Path,
+        *,
+        input_names: Sequence[str],
+        output_names: Sequence[str],
+        dynamic_axes: Mapping[str, Mapping[int, str]],
+        metadata: Mapping[str, Any],
+    ) -> None:
+        """Write the artifact to ``path``; raise with the cause when the model cannot be
+        exported. ``dynamic_axes`` maps an input or output name to ``{axis: axis_name}``;
+        ``metadata`` holds the bundle's JSON-ready model, task and training descriptions."""
+        ...
+
+    def load(self, path: Path) -> Callable[..., torch.Tensor]:
+        """Load the artifact with this format's own runtime: a callable taking the input
+        tensors positionally and returning the output tensor, on CPU."""
+        ...
 
 
 @runtime_checkable

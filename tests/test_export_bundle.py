@@ -1,0 +1,599 @@
+"""Export bundles: layout, manifest, atomic publishing, partial bundles, X5 and inference.py.
+
+These use small models of the test's own (a user's model, not a built-in) and the fast
+formats; every format on every built-in model is in test_export_formats.py.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+import treadle_onnx.plugin
+import treadle_torchscript.plugin
+from treadle import hookimpl
+from treadle.config import TrainingConfig
+from treadle.errors import UnknownNameError
+from treadle.export import ExportError, create_export_bundle, read_manifest, sha256_of
+from treadle.export.inputs import derive_example_inputs
+from treadle.export.publish import publish
+from treadle.plugins import PluginManager
+from treadle.task import TaskSpec
+from treadle.testing import isolated_plugin_manager
+from treadle.testing.exporters import check_exporter
+from treadle_torchscript.torchscript import TorchScriptExporter
+
+VOCAB = 40
+LENGTH = 12
+
+# Runs a bundle script with treadle and its plugins unimportable: `import treadle` raises.
+_NO_TREADLE = (
+    "import runpy, sys\n"
+    "for name in ('treadle', 'treadle_onnx', 'treadle_torchscript', 'treadle_models'):\n"
+    "    sys.modules[name] = None\n"
+    "sys.argv = sys.argv[1:]\n"
+    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
+
+
+class TokenClassifier(nn.Module):
+    """Mean of token embeddings over the attention mask, then a linear layer."""
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(VOCAB, 8)
+        self.head = nn.Linear(8, num_classes)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any
+    ) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        weights = attention_mask.unsqueeze(-1).float()
+        pooled = (self.embedding(input_ids) * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+class SignDependent(TokenClassifier):
+    """Branches on a tensor's value: torch.export (and so ONNX) refuses it; tracing keeps one
+    branch, which is right for the sample it was traced with."""
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_: Any
+    ) -> torch.Tensor:
+        logits = super().forward(input_ids, attention_mask)
+        if logits.sum() > 0:
+            return logits * 2
+        return logits
+
+
+@pytest.fixture
+def manager() -> PluginManager:
+    return isolated_plugin_manager(
+        ("onnx", treadle_onnx.plugin), ("torchscript", treadle_torchscript.plugin)
+    )
+
+
+@pytest.fixture
+def task() -> TaskSpec:
+    return TaskSpec.classification(
+        "sentiment", num_classes=3, class_names=("neg", "neutral", "pos"), max_seq_len=LENGTH
+    )
+
+
+@pytest.fixture
+def training_config() -> TrainingConfig:
+    return TrainingConfig(vocab_size=VOCAB, max_seq_len=LENGTH, model_type="token_classifier")
+
+
+def model_outputs(model: nn.Module, inputs: dict[str, list[Any]]) -> torch.Tensor:
+    with torch.no_grad():
+        return model.eval()(**{name: torch.tensor(value) for name, value in inputs.items()})
+
+
+def run_script(
+    bundle: Path, *arguments: str, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a bundle's inference.py as a user would: a clean environment, no PYTHONPATH, and
+    treadle unimportable."""
+    environment = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd or bundle)}
+    return subprocess.run(
+        [sys.executable, "-I", "-c", _NO_TREADLE, str(bundle / "inference.py"), *arguments],
+        cwd=cwd or bundle,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_bundle_has_the_spec_layout_and_a_manifest_describing_it(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    model = TokenClassifier()
+    bundle = create_export_bundle(
+        model,
+        SimpleNamespace(name="sentiment-mlp", d_model=8),
+        task,
+        training_config,
+        output_dir=tmp_path / "exports",
+        formats=["torchscript", "pytorch"],
+        plugin_manager=manager,
+    )
+
+    assert bundle.parent == tmp_path / "exports"
+    assert bundle.name.startswith("model_")
+    for relative in (
+        "artifacts/model.torchscript.pt",
+        "artifacts/model.pytorch.pt",
+        "configs/task_spec.json",
+        "configs/training_config.json",
+        "configs/torchserve_config.json",
+        "inference.py",
+        "handler.py",
+        "config.properties",
+        "README.md",
+        "Dockerfile",
+        "requirements.txt",
+        "manifest.json",
+    ):
+        assert (bundle / relative).is_file(), relative
+    manifest = read_manifest(bundle)
+    assert manifest["status"] == "complete"
+    assert manifest["errors"] == {}
+    assert manifest["model"]["name"] == "sentiment-mlp"
+    assert manifest["model"]["config"] == {"name": "sentiment-mlp", "d_model": 8}
+    assert manifest["versions"]["torch"] == torch.__version__
+    for artifact in manifest["artifacts"].values():
+        assert sha256_of(bundle / artifact["file"]) == artifact["sha256"]
+    assert manifest["artifacts"]["torchscript"]["verified"] is True
+    # The sample's outputs are the model's own for the sample's inputs.
+    expected = model_outputs(model, manifest["sample"]["inputs"])
+    recorded = torch.tensor(manifest["sample"]["outputs"]["logits"])
+    assert torch.allclose(recorded, expected)
+    assert manifest["signature"]["inputs"] == [
+        {"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
+        {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "sequence"]},
+    ]
+    assert manifest["signature"]["outputs"] == [
+        {"name": "logits", "dtype": "float32", "shape": ["batch", 3]}
+    ]
+    assert TaskSpec.load(bundle / "configs" / "task_spec.json") == task
+    assert TrainingConfig.load(bundle / "configs" / "training_config.json") == training_config
+    served = json.loads((bundle / "configs" / "torchserve_config.json").read_text())
+    assert served["serialized_file"] == "artifacts/model.torchscript.pt"
+    assert "--serialized-file artifacts/model.torchscript.pt" in " ".join(
+        (bundle / "Dockerfile").read_text().split()
+    )
+    assert "load_models=model.mar" in (bundle / "config.properties").read_text()
+    assert "deprecated" in (bundle / "README.md").read_text()
+
+
+def test_inference_script_predicts_without_treadle_and_matches_the_model(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    model = TokenClassifier()
+    bundle = create_export_bundle(
+        model, {}, task, training_config, tmp_path, ["torchscript"], plugin_manager=manager
+    )
+    manifest = read_manifest(bundle)
+
+    result = run_script(bundle, "--output", str(tmp_path / "sample.json"))
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    produced = torch.tensor(json.loads((tmp_path / "sample.json").read_text())["logits"])
+    expected = model_outputs(model, manifest["sample"]["inputs"])
+    assert torch.allclose(produced, expected, atol=1e-5)
+    assert printed["predictions"][0]["class_name"] == task.class_names[int(expected.argmax())]
+
+    # Another batch size and length, from an input file.
+    inputs = {
+        "input_ids": torch.randint(0, VOCAB, (3, 5)).tolist(),
+        "attention_mask": [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]],
+    }
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+    result = run_script(
+        bundle, "--input", str(tmp_path / "inputs.json"), "--output", str(tmp_path / "out.json")
+    )
+    assert result.returncode == 0, result.stderr
+    produced = torch.tensor(json.loads((tmp_path / "out.json").read_text())["logits"])
+    assert torch.allclose(produced, model_outputs(model, inputs), atol=1e-5)
+
+
+def test_inference_script_names_a_missing_input(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["torchscript"],
+        plugin_manager=manager,
+    )
+    (tmp_path / "inputs.json").write_text(json.dumps({"input_ids": [[1, 2]]}))
+
+    result = run_script(bundle, "--input", str(tmp_path / "inputs.json"))
+
+    assert result.returncode == 2
+    assert "attention_mask" in result.stderr
+
+
+def test_verify_passes_on_a_fresh_bundle_and_fails_on_a_tampered_artifact(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path / "a",
+        ["torchscript", "pytorch"],
+        plugin_manager=manager,
+    )
+    result = run_script(bundle, "--verify")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok   torchscript" in result.stdout
+    assert "ok   pytorch: sha256 matches; outputs not checked" in result.stdout
+
+    # A flipped byte: the sha256 no longer matches.
+    artifact = bundle / "artifacts" / "model.torchscript.pt"
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    artifact.write_bytes(bytes(data))
+    result = run_script(bundle, "--verify")
+    assert result.returncode == 1
+    assert "FAIL torchscript: sha256" in result.stdout
+
+    # Another model's artifact with its sha256 put into the manifest: the outputs differ.
+    other = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path / "b",
+        ["torchscript"],
+        plugin_manager=manager,
+    )
+    artifact.write_bytes((other / "artifacts" / "model.torchscript.pt").read_bytes())
+    manifest = read_manifest(bundle)
+    manifest["artifacts"]["torchscript"]["sha256"] = sha256_of(artifact)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    result = run_script(bundle, "--verify")
+    assert result.returncode == 1
+    assert "FAIL torchscript: outputs differ" in result.stdout
+
+
+HOSTILE = [
+    "'; import os; os._exit(3) #",
+    '"""\nimport os\nos._exit(4)\n"""',
+    "{__import__('os')._exit(5)}",
+    "back`tick` \\ and \x00 nul",
+]
+
+
+def test_x5_names_with_quotes_newlines_and_code_stay_literal_data(
+    tmp_path: Path, manager: PluginManager, training_config: TrainingConfig
+) -> None:
+    task = TaskSpec.classification(
+        "task\"'); os._exit(6)\n#", num_classes=4, class_names=HOSTILE, max_seq_len=LENGTH
+    )
+    model = TokenClassifier(num_classes=4)
+    bundle = create_export_bundle(
+        model,
+        {"name": "model'''\"\"\"; raise SystemExit(7)"},
+        task,
+        training_config,
+        tmp_path,
+        ["torchscript"],
+        plugin_manager=manager,
+    )
+
+    for script in ("inference.py", "handler.py"):
+        source = (bundle / script).read_text()
+        ast.parse(source)
+        assert "_exit" not in source
+        assert "SystemExit(7)" not in source
+    for text_file in ("Dockerfile", "config.properties", "requirements.txt"):
+        assert "_exit" not in (bundle / text_file).read_text()
+    readme = (bundle / "README.md").read_text()
+    assert json.dumps(task.name) in readme  # JSON-encoded, inside a code span
+    assert "os._exit(6)\n" not in readme
+    manifest = read_manifest(bundle)
+    assert manifest["task"]["class_names"] == HOSTILE
+    assert manifest["model"]["name"] == "model'''\"\"\"; raise SystemExit(7)"
+
+    # Each hostile class name comes back verbatim: token i votes for class i.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        for index in range(4):
+            model.embedding.weight[index, index] = 1.0
+            model.head.weight[index, index] = 10.0
+    bundle = create_export_bundle(
+        model,
+        {},
+        task,
+        training_config,
+        tmp_path / "votes",
+        ["torchscript"],
+        plugin_manager=manager,
+    )
+    inputs = {"input_ids": [[index] * 3 for index in range(4)], "attention_mask": [[1] * 3] * 4}
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+    result = run_script(bundle, "--input", str(tmp_path / "inputs.json"))
+    assert result.returncode == 0, result.stderr
+    predicted = [row["class_name"] for row in json.loads(result.stdout)["predictions"]]
+    assert predicted == HOSTILE
+
+
+def test_a_failing_format_leaves_a_partial_bundle_with_the_others(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    bundle = create_export_bundle(
+        SignDependent(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["torchscript", "torch_export", "pytorch"],
+        plugin_manager=manager,
+    )
+
+    manifest = read_manifest(bundle)
+    assert manifest["status"] == "partial"
+    assert list(manifest["artifacts"]) == ["torchscript", "pytorch"]
+    error = manifest["errors"]["torch_export"]
+    assert error.startswith("export format 'torch_export' failed for SignDependent: ")
+    assert "data" in error.lower()  # torch.export's cause: data-dependent control flow
+    assert not (bundle / "artifacts" / "model.pt2").exists()
+    assert "Formats that failed" in (bundle / "README.md").read_text()
+    assert run_script(bundle, "--verify").returncode == 0
+
+
+def test_no_format_succeeding_raises_and_leaves_no_folder(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    with pytest.raises(ExportError, match="torch_export") as caught:
+        create_export_bundle(
+            SignDependent(),
+            {},
+            task,
+            training_config,
+            tmp_path,
+            ["torch_export"],
+            plugin_manager=manager,
+        )
+
+    assert set(caught.value.errors) == {"torch_export"}
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_format_is_refused_listing_the_registered_ones(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    with pytest.raises(UnknownNameError) as caught:
+        create_export_bundle(
+            TokenClassifier(),
+            {},
+            task,
+            training_config,
+            tmp_path,
+            ["onnx", "onxx"],
+            plugin_manager=manager,
+        )
+
+    message = str(caught.value)
+    assert "'onxx'" in message
+    for name in ("onnx", "pytorch", "torch_export", "torchscript"):
+        assert name in message
+    assert "Did you mean 'onnx'?" in message
+    assert not tmp_path.exists() or list(tmp_path.iterdir()) == []
+
+
+def test_publishing_never_overwrites_an_existing_bundle(tmp_path: Path) -> None:
+    existing = tmp_path / "model_20250101_000000"
+    existing.mkdir()
+    (existing / "manifest.json").write_text("{}")
+    staging = tmp_path / ".model_abc.tmp"
+    staging.mkdir()
+    (staging / "manifest.json").write_text('{"new": true}')
+
+    published = publish(staging, tmp_path, "model_20250101_000000")
+
+    assert published == tmp_path / "model_20250101_000000_2"
+    assert (existing / "manifest.json").read_text() == "{}"
+    assert json.loads((published / "manifest.json").read_text()) == {"new": True}
+    assert not staging.exists()
+
+
+def test_two_exports_in_a_row_give_two_bundles(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    model = TokenClassifier()
+    first = create_export_bundle(
+        model, {}, task, training_config, tmp_path, ["pytorch"], plugin_manager=manager
+    )
+    second = create_export_bundle(
+        model, {}, task, training_config, tmp_path, ["pytorch"], plugin_manager=manager
+    )
+
+    assert first != second
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([first.name, second.name])
+
+
+def test_example_inputs_follow_the_task(training_config: TrainingConfig) -> None:
+    text = derive_example_inputs(
+        TokenClassifier(),
+        TaskSpec.language_modeling(max_seq_len=9),
+        vocab_size=VOCAB,
+        max_seq_len=64,
+    )
+    assert text["input_ids"].shape == (1, 9)
+    assert text["input_ids"].dtype == torch.int64
+    assert int(text["input_ids"].max()) < VOCAB
+    assert torch.equal(text["attention_mask"], torch.ones(1, 9, dtype=torch.int64))
+
+    class IdsOnly(nn.Module):
+        def forward(self, input_ids: torch.Tensor, **_: Any) -> torch.Tensor:
+            return input_ids.float()
+
+    ids_only = derive_example_inputs(
+        IdsOnly(), TaskSpec.language_modeling(max_seq_len=9), vocab_size=VOCAB, max_seq_len=64
+    )
+    assert list(ids_only) == ["input_ids"]
+    vision = derive_example_inputs(IdsOnly(), TaskSpec.vision_tiny(), vocab_size=2, max_seq_len=1)
+    assert vision["pixel_values"].shape == (1, 1, 8, 8)
+
+
+def test_only_json_ready_config_fields_are_stored(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    config = SimpleNamespace(
+        d_model=8, activation=nn.GELU(), ratio=float("nan"), layers={"sizes": (8, 4)}
+    )
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        config,
+        task,
+        training_config,
+        tmp_path,
+        ["pytorch"],
+        plugin_manager=manager,
+    )
+
+    model = read_manifest(bundle)["model"]
+    assert model["config"] == {"d_model": 8, "layers": {"sizes": [8, 4]}}
+    assert model["config_fields_not_stored"] == ["$.activation", "$.ratio"]
+    assert model["class"].endswith("TokenClassifier")
+
+
+class NumpyWeights:
+    """A third party's format: every weight in one .npz. It registers without touching the
+    core; inference.py cannot run it, so a bundle checks its sha256 only."""
+
+    artifact_name = "weights.npz"
+    runtime = ""
+    requirements = ("numpy>=1.24",)
+
+    def export(self, model: nn.Module, example_inputs: Any, path: Path, **_: Any) -> None:
+        import numpy
+
+        with path.open("wb") as handle:
+            numpy.savez(handle, **{k: v.numpy() for k, v in model.state_dict().items()})
+
+    def load(self, path: Path) -> Any:
+        msg = "weights only: load them into the model yourself"
+        raise NotImplementedError(msg)
+
+
+class NumpyPlugin:
+    @hookimpl
+    def treadle_register_exporters(self, register: Any) -> None:
+        register("npz", NumpyWeights)
+
+
+def test_a_third_party_format_is_written_and_checked_by_sha256(
+    tmp_path: Path, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    manager = isolated_plugin_manager(
+        ("torchscript", treadle_torchscript.plugin), ("numpy-weights", NumpyPlugin())
+    )
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["torchscript", "npz"],
+        plugin_manager=manager,
+    )
+
+    artifact = read_manifest(bundle)["artifacts"]["npz"]
+    assert artifact["verified"] is False
+    assert "weights only" in artifact["verification"]
+    result = run_script(bundle, "--verify")
+    assert result.returncode == 0, result.stdout
+    assert "ok   npz: sha256 matches; outputs not checked" in result.stdout
+
+
+def test_exporter_conformance_reports_each_shape_and_catches_a_mismatch(
+    tmp_path: Path, task: TaskSpec
+) -> None:
+    model = TokenClassifier()
+    example = {"input_ids": torch.randint(0, VOCAB, (1, LENGTH))}
+    variants = [
+        {"input_ids": torch.randint(0, VOCAB, (batch, length))}
+        for batch, length in ((3, 4), (5, LENGTH))
+    ]
+
+    errors = check_exporter(
+        TorchScriptExporter(), model, example, tmp_path / "ok", task_spec=task, variants=variants
+    )
+    assert list(errors) == ["input_ids (1, 12)", "input_ids (3, 4)", "input_ids (5, 12)"]
+
+    class Drifting(TorchScriptExporter):
+        def export(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+            with torch.no_grad():
+                model.model.head.bias.add_(1.0)
+            try:
+                super().export(model, *args, **kwargs)
+            finally:
+                with torch.no_grad():
+                    model.model.head.bias.sub_(1.0)
+
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(AssertionError, match=r"model\.torchscript\.pt on input_ids \(1, 12\)"):
+        check_exporter(Drifting(), model, example, tmp_path / "bad", task_spec=task)
+
+
+_CALL_HANDLER = """
+import json, sys, types
+for name in ('treadle', 'treadle_onnx', 'treadle_torchscript', 'treadle_models'):
+    sys.modules[name] = None
+bundle = sys.argv[1]
+sys.path.insert(0, bundle)
+import handler
+context = types.SimpleNamespace(system_properties={"model_dir": bundle})
+body = open(sys.argv[2], "rb").read()
+print(json.dumps(handler.handle([{"body": body}, {"data": body.decode()}], context)))
+"""
+
+
+def test_torchserve_handler_answers_requests_without_treadle(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    model = TokenClassifier()
+    bundle = create_export_bundle(
+        model, {}, task, training_config, tmp_path, ["torchscript"], plugin_manager=manager
+    )
+    inputs = {"input_ids": [[1, 2, 3], [4, 5, 6]], "attention_mask": [[1, 1, 1], [1, 1, 0]]}
+    (tmp_path / "request.json").write_text(json.dumps(inputs))
+
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _CALL_HANDLER, str(bundle), str(tmp_path / "request.json")],
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    expected = [task.class_names[int(i)] for i in model_outputs(model, inputs).argmax(-1)]
+    responses = json.loads(result.stdout)
+    assert len(responses) == 2
+    for response in responses:
+        assert [row["class_name"] for row in response] == expected
