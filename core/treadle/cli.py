@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 #: Core sub-commands, imported only when run: ``name: "module:Class"``.
 CORE_COMMANDS: dict[str, str] = {
     "plugins": "treadle.commands.plugins:PluginsCommand",
+    "export": "treadle.commands.export:ExportCommand",
+    "train": "treadle.commands.train:TrainCommand",
+    "verify-resume": "treadle.commands.verify_resume:VerifyResumeCommand",
 }
 
 

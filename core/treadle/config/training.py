@@ -187,6 +187,9 @@ class TrainingConfig:
     # Data
     task: str = "language_modeling"
     dataset: str = "pydoc_topics"
+    #: use only the first N training / validation samples (smoke tests, quick checks)
+    max_train_samples: int | None = _field(None, _at_least(1))
+    max_val_samples: int | None = _field(None, _at_least(1))
 
     plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
 

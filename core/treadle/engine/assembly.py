@@ -1,0 +1,173 @@
+"""The engine parts a run builds from its config: gradient accumulator and monitor, checkpoint
+manager, metrics engine and loggers, behind the few calls the Trainer makes of them."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+    from treadle.engine.loops import EpochResult
+    from treadle.engine.trainer import Trainer
+    from treadle.protocols import MetricLogger
+
+__all__ = ["EngineParts", "logger_names"]
+
+logger = logging.getLogger(__name__)
+
+
+def logger_names(trainer: Trainer) -> list[str]:
+    """The loggers a run writes to: ``training_config.loggers``, plus ``experiment`` when an
+    experiment store is configured and a plugin registers that logger, plus ``wandb`` when a
+    W&B project is set and a plugin registers it."""
+    config = trainer.training_config
+    registry = trainer.plugin_manager.registry("loggers")
+    names = list(config.loggers)
+    if config.experiment_location and "experiment" in registry and "experiment" not in names:
+        names.append("experiment")
+    if config.wandb_project and "wandb" in registry and "wandb" not in names:
+        names.append("wandb")
+    return names
+
+
+class EngineParts:
+    """Builds and holds a run's accumulator, monitor, checkpoint manager, metrics engine and
+    loggers; the Trainer talks to them only through this object's methods."""
+
+    def __init__(self, trainer: Trainer, run_dir: Path) -> None:
+        from treadle.engine.accumulation import GradientAccumulator
+        from treadle.engine.checkpoints import CheckpointManager
+        from treadle.engine.gradient_monitor import GradientMonitor
+        from treadle.engine.metrics import AlertConfig, MetricsEngine, build_loggers
+
+        config = trainer.training_config
+        self.accumulator = GradientAccumulator(
+            accumulation_steps=config.gradient_accumulation_steps,
+            max_gradient_norm=config.max_grad_norm,
+            clip_by_global_norm=True,
+        )
+        self.monitor = GradientMonitor(
+            check_interval=config.gradient_check_interval,
+            norm_threshold_warning=config.gradient_norm_warning,
+            norm_threshold_critical=config.gradient_norm_critical,
+            log_distribution=False,
+            critical_action=config.gradient_critical_action,
+        )
+        self.checkpoints = CheckpointManager(
+            checkpoint_dir=str(run_dir),
+            keep_best_k=config.keep_best_k,
+            keep_last_n=config.keep_last_n,
+            monitor=config.monitor_metric,
+            mode=config.monitor_mode,
+            save_interval_epochs=1,  # the Trainer decides when to save
+            async_save=config.async_checkpointing,
+        )
+        self._closed = False
+        self.loggers: list[MetricLogger] = build_loggers(
+            logger_names(trainer),
+            training_config=config,
+            run_dir=run_dir,
+            plugin_manager=trainer.plugin_manager,
+        )
+        self.metrics_engine = MetricsEngine(
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            alert_config=AlertConfig(gradient_norm_threshold=config.gradient_norm_critical),
+            loggers=self.loggers,
+        )
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        for sink in self.loggers:
+            sink.log_metrics(metrics, step)
+
+    def log_step(self, loss: float, step: int, learning_rate: float) -> None:
+        """Per-step figures, at optimizer step ``step`` (called every ``log_every_n_steps``)."""
+        self.log_metrics({"train/batch_loss": loss, "train/learning_rate": learning_rate}, step)
+
+    def log_epoch(self, epoch: int, result: EpochResult, metrics: Mapping[str, float]) -> None:
+        """The epoch's row through the metrics engine: history, alerts, loggers."""
+        val = {name: value for name, value in metrics.items() if name.startswith("val_")}
+        self.metrics_engine.log_epoch(
+            epoch=epoch,
+            train_metrics={"loss": result.loss},
+            val_metrics=val or None,
+            learning_rate=result.learning_rate,
+            gradient_norm=result.gradient_norm or 0.0,
+            epoch_duration=result.epoch_duration_seconds,
+            step=result.global_step,
+        )
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(
+        self,
+        *,
+        epoch: int,
+        metrics: Mapping[str, float],
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaler: Any,
+        trainer_state: dict[str, Any],
+        global_step: int,
+    ) -> Any:
+        return self.checkpoints.save_checkpoint(
+            epoch,
+            dict(metrics),
+            model,
+            optimizer,
+            scheduler,
+            None,
+            scaler=scaler,
+            trainer_state=trainer_state,
+            global_step=global_step,
+        )
+
+    def load_for_resume(
+        self,
+        target: str,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        scaler: Any,
+    ) -> Any:
+        """Load ``target`` (a path, or ``auto`` for the newest valid checkpoint of this run)
+        into the parts; ``None`` when ``auto`` finds nothing to resume."""
+        if target == "auto":
+            path = self.checkpoints.latest_valid_checkpoint()
+            if path is None:
+                logger.info("resume='auto': no checkpoint in %s; starting fresh", self.run_dir)
+                return None
+        else:
+            path = target
+        return self.checkpoints.load_checkpoint(
+            str(path), model, optimizer, scheduler, scaler=scaler
+        )
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.checkpoints.checkpoint_dir)
+
+    def best_checkpoint(self) -> str | None:
+        best = self.checkpoints.get_best_checkpoint()
+        return None if best is None else str(best)
+
+    def close(self) -> None:
+        """Finish pending checkpoint writes and close the loggers (both attempted, once)."""
+        if self._closed:
+            return
+        self._closed = True
+        errors: list[BaseException] = []
+        self.monitor.flush_warnings()
+        for part in (self.checkpoints, self.metrics_engine):
+            try:
+                part.close()
+            except Exception as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]

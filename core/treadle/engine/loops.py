@@ -1,0 +1,511 @@
+"""The epoch engines: TrainingLoop (forward, loss, backward, accumulate, step) and ValidationLoop
+(loss and streaming metrics), each returning an :class:`EpochResult`.
+
+Both are usable on their own, as the API reference shows; the :class:`~treadle.engine.Trainer`
+builds them with its dispatcher, precision and counters. The per-batch path makes no registry
+lookups, no ``.item()`` calls except where a callback asked for a number, and calls a lifecycle
+hook only when something listens.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import torch
+
+from treadle.control import TrainerControl
+from treadle.engine.view import RunState
+
+if TYPE_CHECKING:
+    from treadle.engine.dispatch import LifecycleDispatch
+    from treadle.engine.precision import Precision
+    from treadle.protocols import LossStrategy, StreamingMetric, TrainerView
+
+__all__ = ["EpochProgress", "EpochResult", "TrainingLoop", "ValidationLoop"]
+
+logger = logging.getLogger(__name__)
+
+MetricsCallback = Callable[[float, int], None]
+Batch = Mapping[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class EpochResult:
+    """What one training or validation epoch produced.
+
+    :ivar epoch: the epoch, from 0.
+    :ivar loss: mean loss of the epoch (training: mean of batch losses; validation: mean over
+        every counted item, so a short last batch weighs what it holds).
+    :ivar metrics: further metrics, unprefixed (``accuracy``, ``perplexity``, ...).
+    :ivar epoch_duration_seconds: wall time of the epoch (a resumed epoch counts both parts).
+    :ivar num_samples: samples seen.
+    :ivar num_batches: batches seen.
+    :ivar learning_rate: learning rate of the first parameter group at the end of the epoch.
+    :ivar global_step: optimizer steps since the run began, at the end of the epoch.
+    :ivar completed: ``False`` when a stop request ended the epoch before its data did.
+    :ivar gradient_norm: the last gradient norm before clipping, if one was measured.
+    """
+
+    epoch: int
+    loss: float
+    metrics: dict[str, float] = attrs.field(factory=dict)
+    epoch_duration_seconds: float = 0.0
+    num_samples: int = 0
+    num_batches: int = 0
+    learning_rate: float = 0.0
+    global_step: int = 0
+    completed: bool = True
+    gradient_norm: float | None = None
+
+
+@attrs.define(kw_only=True)
+class EpochProgress:
+    """How far a training epoch has got: saved in mid-epoch checkpoints and handed back to
+    :meth:`TrainingLoop.run_epoch` to continue the epoch where it stopped.
+
+    :ivar batches: batches consumed (always a whole number of accumulation windows when
+        saved, since checkpoints are written at optimizer-step boundaries).
+    :ivar samples: samples consumed.
+    :ivar loss_sum: sum of the batch losses so far, a 0-d float tensor (kept on the device
+        until the epoch ends).
+    :ivar seconds: time spent in the epoch before this part of it.
+    """
+
+    batches: int = 0
+    samples: int = 0
+    loss_sum: torch.Tensor = attrs.field(factory=lambda: torch.zeros((), dtype=torch.float64))
+    seconds: float = 0.0
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain values for a checkpoint."""
+        return {
+            "batches": self.batches,
+            "samples": self.samples,
+            "loss_sum": self.loss_sum.detach().to("cpu", copy=True),
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> EpochProgress:
+        return cls(
+            batches=int(state["batches"]),
+            samples=int(state["samples"]),
+            loss_sum=torch.as_tensor(state["loss_sum"], dtype=torch.float64).clone(),
+            seconds=float(state["seconds"]),
+        )
+
+
+def _windows(iterator: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
+    """Accumulation windows of ``size`` batches; the last may be shorter."""
+    if size == 1:
+        for batch in iterator:
+            yield [batch]
+        return
+    while window := list(itertools.islice(iterator, size)):
+        yield window
+
+
+def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
+    return {
+        key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+        for key, value in batch.items()
+    }
+
+
+def _check_batch(batch: object, where: str) -> None:
+    if not isinstance(batch, Mapping) or "labels" not in batch:
+        kind = type(batch).__name__
+        keys = f" with keys {sorted(batch)}" if isinstance(batch, Mapping) else ""
+        msg = (
+            f"{where} yielded a {kind}{keys}; treadle needs each batch as a mapping of tensors "
+            f"holding 'labels' (what the task's collator builds). Pass a Dataset to let the "
+            f"Trainer collate, or give your DataLoader the task's collator."
+        )
+        raise TypeError(msg)
+
+
+def _parse_logits(raw: object) -> torch.Tensor:
+    """Logits from a model's output: a tensor as is; tuples, dicts and output objects
+    through :meth:`treadle.losses.ModelOutput.from_raw`."""
+    from treadle.losses import ModelOutput
+
+    logits: torch.Tensor = ModelOutput.from_raw(raw).logits
+    return logits
+
+
+def _learning_rate(optimizer: torch.optim.Optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
+
+
+class TrainingLoop:
+    """Runs training epochs: forward, loss, backward, gradient accumulation, clipping, the
+    optimizer and scheduler steps.
+
+    :param gradient_accumulator: a :class:`~treadle.engine.GradientAccumulator`; its
+        ``accumulation_steps`` batches make one optimizer step, and an epoch whose batch count
+        is not a multiple of it steps on the remainder.
+    :param gradient_monitor: a :class:`~treadle.engine.GradientMonitor` (or ``None``), asked
+        every optimizer step, before clipping; a health that says ``skip_optimizer_step``
+        skips that step.
+    :param loss_strategy: the task's loss. With accumulation, a strategy that has
+        ``count_items(labels, inputs)`` gets ``num_items_in_batch`` (the items of the whole
+        window) so the summed micro-batch losses equal one big batch's; others have each
+        micro-batch's mean loss weighted by its share of the window's samples.
+    :param gradient_clip_norm: clip gradients to this norm (``None``: no clipping); by global
+        norm, or per parameter through the accumulator's ``clip_gradients`` when it was made
+        with ``clip_by_global_norm=False``.
+    :param dispatch: lifecycle hooks to call (the Trainer's); ``None`` calls none.
+    :param view: the trainer view handed to hooks (needed with ``dispatch``).
+    :param control: the control object hooks steer with.
+    :param state: run counters (epoch, global step) shared with the view.
+    :param precision: autocast and scaler choice; ``None`` is full precision.
+    :param scaler: the fp16 gradient scaler, when ``precision`` needs one.
+    :param pad_token_id: passed to the loss in ``LossInputs``.
+    :param log_every_n_steps: ``metrics_callback`` is called every this many optimizer steps.
+    """
+
+    def __init__(
+        self,
+        gradient_accumulator: Any,
+        gradient_monitor: Any,
+        loss_strategy: LossStrategy,
+        gradient_clip_norm: float | None = 1.0,
+        *,
+        dispatch: LifecycleDispatch | None = None,
+        view: TrainerView | None = None,
+        control: TrainerControl | None = None,
+        state: RunState | None = None,
+        precision: Precision | None = None,
+        scaler: torch.amp.GradScaler | None = None,
+        pad_token_id: int | None = None,
+        log_every_n_steps: int = 1,
+    ) -> None:
+        if dispatch is not None and view is None:
+            msg = "TrainingLoop needs the trainer view its hooks receive: pass view="
+            raise ValueError(msg)
+        self.gradient_accumulator = gradient_accumulator
+        self.gradient_monitor = gradient_monitor
+        self.loss_strategy = loss_strategy
+        self.gradient_clip_norm = gradient_clip_norm
+        self.accumulation_steps = int(getattr(gradient_accumulator, "accumulation_steps", 1))
+        self.dispatch = dispatch
+        self.view = view
+        self.control = control if control is not None else TrainerControl()
+        self.state = state if state is not None else RunState()
+        self.precision = precision
+        self.scaler = scaler
+        self.pad_token_id = pad_token_id
+        self.log_every_n_steps = log_every_n_steps
+        count_items = getattr(loss_strategy, "count_items", None)
+        self._count_items: Callable[[torch.Tensor, Any], Any] | None = (
+            count_items if callable(count_items) else None
+        )
+        self._checked_inputs = False
+        self.last_gradient_norm: torch.Tensor | None = None
+        # Global-norm clipping calls clip_grad_norm_ directly: the accumulator's version also
+        # computes the norm after clipping for its statistics, ~15 us a step on a small model.
+        # Per-parameter clipping exists only there.
+        self._clip_with_accumulator = (
+            not getattr(gradient_accumulator, "clip_by_global_norm", True)
+            and gradient_clip_norm is not None
+        )
+
+    def run_epoch(
+        self,
+        epoch: int,
+        model: torch.nn.Module,
+        train_loader: Iterable[Batch],
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+        device: torch.device | str,
+        metrics_callback: MetricsCallback | None = None,
+        *,
+        progress: EpochProgress | None = None,
+        on_optimizer_step: Callable[[EpochProgress], bool] | None = None,
+    ) -> EpochResult:
+        """Train one epoch (or the rest of one).
+
+        :param train_loader: batches (mappings of tensors with ``labels``); an iterator already
+            positioned after consumed batches continues a resumed epoch.
+        :param metrics_callback: ``callback(loss, global_step)`` every ``log_every_n_steps``
+            optimizer steps, with the last batch loss as a float.
+        :param progress: where a resumed epoch stood (batches, samples, loss so far).
+        :param on_optimizer_step: called after every optimizer step with the epoch's progress;
+            returning ``True`` ends the epoch there (a stop request).
+        :returns: the epoch's :class:`EpochResult` (``completed=False`` when stopped early).
+        """
+        device = torch.device(device)
+        progress = progress if progress is not None else EpochProgress()
+        progress.loss_sum = progress.loss_sum.to(device)
+        started = time.perf_counter() - progress.seconds
+        state = self.state
+        state.epoch = epoch
+        model.train()
+        completed = True
+        last_loss: torch.Tensor | None = None
+        for window in _windows(iter(train_loader), self.accumulation_steps):
+            last_loss = self._run_window(window, model, device, progress)
+            self._optimizer_step(model, optimizer, scheduler)
+            state.global_step += 1
+            if metrics_callback is not None and state.global_step % self.log_every_n_steps == 0:
+                metrics_callback(float(last_loss.item()), state.global_step)
+            if on_optimizer_step is not None and on_optimizer_step(progress):
+                completed = False
+                break
+        progress.seconds = time.perf_counter() - started
+        batches = progress.batches
+        mean_loss = float(progress.loss_sum.item()) / batches if batches else float("nan")
+        norm = self.last_gradient_norm
+        return EpochResult(
+            epoch=epoch,
+            loss=mean_loss,
+            epoch_duration_seconds=progress.seconds,
+            num_samples=progress.samples,
+            num_batches=batches,
+            learning_rate=_learning_rate(optimizer),
+            global_step=state.global_step,
+            completed=completed,
+            gradient_norm=None if norm is None else float(norm.item()),
+        )
+
+    def _run_window(
+        self,
+        window: Sequence[Batch],
+        model: torch.nn.Module,
+        device: torch.device,
+        progress: EpochProgress,
+    ) -> torch.Tensor:
+        """Forward and backward every micro-batch of one accumulation window; returns the
+        last batch's (undivided) loss, detached."""
+        dispatch = self.dispatch
+        view = self.view
+        control = self.control
+        state = self.state
+        on_cpu = device.type == "cpu"
+        window_items: Any = None
+        item_counts: list[Any] | None = None
+        if len(window) > 1 or self.accumulation_steps > 1:
+            item_counts = [self._items_of(batch) for batch in window]
+            window_items = sum(item_counts)
+        reported: torch.Tensor | None = None
+        for position, raw_batch in enumerate(window):
+            if not self._checked_inputs:
+                _check_batch(raw_batch, "the training data")
+            batch = raw_batch if on_cpu else _to_device(raw_batch, device)
+            batch_index = progress.batches
+            state.batch_index = batch_index
+            if dispatch is not None and dispatch.on_batch_start is not None:
+                batch = dict(batch)
+                dispatch.on_batch_start(
+                    trainer=view, batch_index=batch_index, batch=batch, control=control
+                )
+            loss = self._forward_loss(model, batch, window_items)
+            if item_counts is None:
+                reported = loss
+            elif self._count_items is not None:
+                # the loss is this batch's sum over the window's items: undo that for reports
+                reported = loss * (window_items / item_counts[position])
+            else:
+                reported = loss
+                loss = loss * (item_counts[position] / window_items)
+            if dispatch is not None and dispatch.on_before_backward is not None:
+                replacement = dispatch.on_before_backward(
+                    trainer=view, batch_index=batch_index, loss=loss, control=control
+                )
+                if replacement is not None:
+                    loss = replacement
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            else:
+                loss.backward()  # type: ignore[no-untyped-call]
+            if dispatch is not None and dispatch.on_after_backward is not None:
+                dispatch.on_after_backward(trainer=view, batch_index=batch_index, control=control)
+            reported = reported.detach()
+            progress.loss_sum += reported
+            progress.batches = batch_index + 1
+            progress.samples += int(batch["labels"].shape[0])
+            if dispatch is not None and dispatch.on_batch_end is not None:
+                dispatch.on_batch_end(
+                    trainer=view, batch_index=batch_index, loss=reported, control=control
+                )
+        assert reported is not None  # a window holds at least one batch
+        return reported
+
+    def _items_of(self, batch: Batch) -> Any:
+        labels = batch["labels"]
+        if self._count_items is not None:
+            return self._count_items(labels, batch)
+        return int(labels.shape[0])
+
+    def _forward_loss(
+        self, model: torch.nn.Module, batch: Batch, window_items: Any
+    ) -> torch.Tensor:
+        model_inputs = dict(batch)
+        labels = model_inputs.pop("labels")
+        loss_inputs: dict[str, Any] = {"pad_token_id": self.pad_token_id}
+        if "attention_mask" in batch:
+            loss_inputs["attention_mask"] = batch["attention_mask"]
+        if window_items is not None and self._count_items is not None:
+            loss_inputs["num_items_in_batch"] = window_items
+        precision = self.precision
+        with precision.autocast() if precision is not None else _NO_AUTOCAST:
+            raw = model(**model_inputs)
+            logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
+            if not self._checked_inputs:
+                self.loss_strategy.validate_inputs(logits, labels)
+                self._checked_inputs = True
+            loss_inputs["logits"] = logits
+            return self.loss_strategy.compute_loss(logits, labels, loss_inputs)
+
+    def _optimizer_step(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    ) -> None:
+        scaler = self.scaler
+        if scaler is not None:
+            scaler.unscale_(optimizer)
+        skip_step = False
+        monitor = self.gradient_monitor
+        if monitor is not None:
+            # before clipping: the monitor judges the norm the model produced
+            health = monitor.check_step(model, step=self.state.global_step)
+            skip_step = health is not None and health.skip_optimizer_step
+        if self._clip_with_accumulator:
+            self.last_gradient_norm = self.gradient_accumulator.clip_gradients(model)
+        elif self.gradient_clip_norm is not None:
+            self.last_gradient_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), self.gradient_clip_norm, foreach=True
+            )
+        dispatch = self.dispatch
+        if dispatch is not None and dispatch.on_before_optimizer_step is not None:
+            dispatch.on_before_optimizer_step(
+                trainer=self.view, optimizer=optimizer, control=self.control
+            )
+        if self.control.should_skip_step or skip_step:
+            # skipped: no update, and the schedule waits for the next real step
+            self.control.should_skip_step = False
+            if scaler is not None:
+                scaler.update()
+        else:
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+class _NoAutocast:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
+_NO_AUTOCAST = _NoAutocast()
+
+
+class ValidationLoop:
+    """Runs validation epochs: loss and streaming metrics, nothing kept per batch.
+
+    :param loss_strategy: the task's loss; the epoch loss is the mean over counted items
+        (``count_items`` where the strategy has it, else samples).
+    :param metrics: factories of streaming metrics (registered metric classes); a new
+        instance of each is made per epoch, fed every batch, and asked for ``compute()``.
+    :param precision: autocast choice; ``None`` is full precision.
+    :param pad_token_id: passed to the loss and metrics in ``LossInputs``.
+    """
+
+    def __init__(
+        self,
+        loss_strategy: LossStrategy,
+        *,
+        metrics: Sequence[Callable[[], StreamingMetric]] = (),
+        precision: Precision | None = None,
+        pad_token_id: int | None = None,
+    ) -> None:
+        self.loss_strategy = loss_strategy
+        self.metrics = tuple(metrics)
+        self.precision = precision
+        self.pad_token_id = pad_token_id
+        count_items = getattr(loss_strategy, "count_items", None)
+        self._count_items: Callable[[torch.Tensor, Any], Any] | None = (
+            count_items if callable(count_items) else None
+        )
+
+    def run_epoch(
+        self,
+        epoch: int,
+        model: torch.nn.Module,
+        val_loader: Iterable[Batch],
+        device: torch.device | str,
+        metrics_callback: MetricsCallback | None = None,
+    ) -> EpochResult:
+        """Validate once.
+
+        :param metrics_callback: ``callback(loss, epoch)`` once, at the end.
+        :returns: loss and metrics (unprefixed) of the epoch.
+        """
+        device = torch.device(device)
+        started = time.perf_counter()
+        metrics = [factory() for factory in self.metrics]
+        loss_total = torch.zeros((), dtype=torch.float64, device=device)
+        items_total: Any = 0
+        samples = 0
+        batches = 0
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                for raw_batch in val_loader:
+                    if batches == 0:
+                        _check_batch(raw_batch, "the validation data")
+                    batch = _to_device(raw_batch, device)
+                    model_inputs = dict(batch)
+                    labels = model_inputs.pop("labels")
+                    loss_inputs: dict[str, Any] = {"pad_token_id": self.pad_token_id}
+                    if "attention_mask" in batch:
+                        loss_inputs["attention_mask"] = batch["attention_mask"]
+                    with self.precision.autocast() if self.precision else _NO_AUTOCAST:
+                        raw = model(**model_inputs)
+                        logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
+                        loss_inputs["logits"] = logits
+                        loss = self.loss_strategy.compute_loss(logits, labels, loss_inputs)
+                    items = (
+                        self._count_items(labels, batch)
+                        if self._count_items is not None
+                        else int(labels.shape[0])
+                    )
+                    loss_total += loss.double() * items
+                    items_total = items_total + items
+                    for metric in metrics:
+                        metric.update(logits.float(), labels, loss_inputs)
+                    samples += int(labels.shape[0])
+                    batches += 1
+        finally:
+            model.train(was_training)
+        counted = float(items_total) if batches else 0.0
+        mean_loss = float(loss_total.item()) / counted if counted else float("nan")
+        values: dict[str, float] = {}
+        for metric in metrics:
+            values.update({name: float(value) for name, value in metric.compute().items()})
+        if metrics_callback is not None:
+            metrics_callback(mean_loss, epoch)
+        return EpochResult(
+            epoch=epoch,
+            loss=mean_loss,
+            metrics=values,
+            epoch_duration_seconds=time.perf_counter() - started,
+            num_samples=samples,
+            num_batches=batches,
+        )

@@ -1,0 +1,483 @@
+"""The Trainer: sets a run up once, then drives epochs, validation, early stopping,
+checkpoints, metrics and lifecycle hooks by delegating to the engine's parts.
+
+Composition, not inheritance: the Trainer holds a training loop, a validation loop, a gradient
+accumulator and monitor, a checkpoint manager, a metrics engine and the lifecycle dispatcher,
+and none of them reaches back into it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from treadle.control import TrainerControl
+from treadle.engine.assembly import EngineParts
+from treadle.engine.dispatch import LifecycleDispatch
+from treadle.engine.loops import EpochProgress, EpochResult, TrainingLoop, ValidationLoop
+from treadle.engine.optim import build_optimizer, build_scheduler, warmup_steps
+from treadle.engine.precision import resolve_precision
+from treadle.engine.resume import (
+    EarlyStopping,
+    ResumePoint,
+    apply_resume,
+    build_trainer_state,
+    position_loader,
+)
+from treadle.engine.view import RunState, RunView
+from treadle.seed import capture_rng_state, restore_rng_state, set_random_seed
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from treadle.config import TrainingConfig
+    from treadle.plugins import PluginManager
+    from treadle.task import TaskSpec
+
+__all__ = ["Trainer", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(requested: str | torch.device) -> torch.device:
+    """The device to train on. ``auto`` picks CUDA when present; ``cuda`` without a GPU falls
+    back to the CPU with one warning."""
+    name = str(requested)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        warnings.warn(
+            f"device {name!r} was requested but CUDA is not available; training on the CPU. "
+            f"Pass device='cpu' to silence this.",
+            stacklevel=3,
+        )
+        return torch.device("cpu")
+    return device
+
+
+class Trainer:
+    """Trains a model on a task with a :class:`~treadle.config.TrainingConfig`.
+
+    >>> trainer = Trainer(model=model, config=model_config, training_config=config,
+    ...                   task_spec=task_spec)
+    >>> results = trainer.train(train_data, val_data)
+    >>> results["best_epoch"], results["best_val_loss"], results["total_time"]
+
+    :param model: the module to train; it takes the batch's tensors as keyword arguments.
+    :param config: the model's architecture config (a ``SimpleNamespace`` or anything); kept
+        for reference and saved in checkpoints when it holds plain values.
+    :param training_config: every hyperparameter of the run.
+    :param task_spec: the task: loss, collator and metrics are resolved from it once, here.
+    :param hooks: the API reference's duck-typed hooks object (``on_training_start()``,
+        ``on_epoch_start(epoch)``, ``on_batch_end(batch_idx, loss)``,
+        ``on_validation_end(metrics)``, ``on_epoch_end(epoch, metrics)``,
+        ``on_training_end()``), called for this trainer only, after the plugins' hooks.
+    :param device: ``cuda`` (falls back to the CPU with a warning when absent), ``cpu``,
+        ``cuda:1`` or ``auto``.
+    :param plugin_manager: whose plugins run; default: the process-wide manager, or one
+        honouring ``training_config.plugins.disable``.
+    :param profile_hooks: time every hook implementation (``results["hook_profile"]``).
+    :raises UnknownNameError: the task names a loss or metric nobody registered.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: Any,
+        training_config: TrainingConfig,
+        task_spec: TaskSpec,
+        hooks: object | None = None,
+        device: str | torch.device = "cuda",
+        plugin_manager: PluginManager | None = None,
+        *,
+        profile_hooks: bool = False,
+    ) -> None:
+        from treadle.losses import get_loss_strategy
+        from treadle.plugins import plugin_manager_for
+
+        self.model = model
+        self.config = config
+        self.training_config = training_config
+        self.task_spec = task_spec
+        self.hooks = hooks
+        self.device = resolve_device(device)
+        self.plugin_manager = plugin_manager or plugin_manager_for(training_config.plugins)
+        self.profile_hooks = profile_hooks
+        # resolved once: nothing is looked up by name on the per-batch path
+        self.loss_strategy = get_loss_strategy(
+            task_spec.loss_name, plugin_manager=self.plugin_manager, **task_spec.loss_options
+        )
+        metrics = self.plugin_manager.registry("metrics")
+        self.metric_factories = [metrics.get(name) for name in task_spec.metric_names]
+        self.control = TrainerControl()
+        self.state = RunState()
+        self.dispatch: LifecycleDispatch | None = None
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _as_loader(self, data: Any, *, is_eval: bool) -> Iterable[Any]:
+        """A Dataset through the task's DataLoaderFactory; a DataLoader, or any other
+        re-iterable of ready batches, as given."""
+        if not isinstance(data, torch.utils.data.Dataset) and isinstance(data, Iterable):
+            return data
+        from treadle.data import DataLoaderConfig, DataLoaderFactory
+
+        config = self.training_config
+        factory = DataLoaderFactory(
+            task_spec=self.task_spec,
+            seed=config.random_seed,
+            pin_memory=self.device.type == "cuda",
+            num_workers=config.num_workers,
+            plugin_manager=self.plugin_manager,
+        )
+        loader_config = DataLoaderConfig(
+            batch_size=config.batch_size, shuffle=not is_eval, drop_last=False
+        )
+        loader: Iterable[Any] = factory.create_loader(data, loader_config, is_eval=is_eval)
+        return loader
+
+    # -- training ----------------------------------------------------------------------------
+
+    def train(self, train_data: Any, val_data: Any = None) -> dict[str, Any]:
+        """Train for ``training_config.epochs`` epochs, validating after each.
+
+        :param train_data: a Dataset (batched by the task's DataLoaderFactory and collator),
+            or a DataLoader (or any re-iterable) yielding mappings of tensors with ``labels``.
+        :param val_data: the same for validation, or ``None`` to skip validation (early
+            stopping then watches ``train_loss``).
+        :returns: ``best_epoch``, ``best_val_loss``, ``total_time``, ``final_metrics``,
+            ``history`` (one dict per epoch), ``stop_reason``, ``global_step``, ``run_dir``,
+            ``best_checkpoint`` and, with ``profile_hooks``, ``hook_profile``.
+        """
+        run = _Run(self, train_data, val_data)
+        return run.execute()
+
+
+class _Run:
+    """One call of :meth:`Trainer.train`: the set-up parts and the epoch loop."""
+
+    def __init__(self, trainer: Trainer, train_data: Any, val_data: Any) -> None:
+        config = trainer.training_config
+        self.trainer = trainer
+        self.config = config
+        self.started = time.perf_counter()
+        self.control = trainer.control
+        self.state = trainer.state
+        set_random_seed(config.random_seed, config.deterministic)
+        self.train_loader = trainer._as_loader(train_data, is_eval=False)
+        self.val_loader = None if val_data is None else trainer._as_loader(val_data, is_eval=True)
+        self.accumulation_steps = config.gradient_accumulation_steps
+        batches = _length(self.train_loader)
+        self.steps_per_epoch = math.ceil(batches / self.accumulation_steps) if batches else 0
+        total_steps = self.steps_per_epoch * config.epochs
+        self.warmup_steps = warmup_steps(total_steps, config.warmup_ratio)
+
+        model = trainer.model.to(trainer.device)
+        prepare_model = getattr(trainer.loss_strategy, "prepare_model", None)
+        if callable(prepare_model):
+            prepare_model(model)
+        self.model = model
+        self.optimizer = build_optimizer(model, config)
+        self.scheduler = build_scheduler(
+            self.optimizer, config.scheduler, total_steps, self.warmup_steps
+        )
+        self.precision = resolve_precision(config.precision, config.use_amp, trainer.device)
+        self.scaler = self.precision.make_scaler()
+        self.forward_model: torch.nn.Module = model
+        if config.compile_mode is not None:
+            compiled = torch.compile(model, mode=config.compile_mode)
+            self.forward_model = compiled  # type: ignore[assignment]
+
+        self.run_dir = Path(config.checkpoint_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.view = RunView(
+            training_config=config,
+            task_spec=trainer.task_spec,
+            model=model,
+            optimizer=self.optimizer,
+            device=trainer.device,
+            run_dir=self.run_dir,
+            state=self.state,
+        )
+        self.dispatch = LifecycleDispatch(
+            trainer.plugin_manager, trainer.hooks, profile=trainer.profile_hooks
+        )
+        trainer.dispatch = self.dispatch
+        self.parts = EngineParts(trainer, self.run_dir)
+        self.training_loop = TrainingLoop(
+            self.parts.accumulator,
+            self.parts.monitor,
+            trainer.loss_strategy,
+            config.max_grad_norm,
+            dispatch=self.dispatch,
+            view=self.view,
+            control=self.control,
+            state=self.state,
+            precision=self.precision,
+            scaler=self.scaler,
+            pad_token_id=trainer.task_spec.pad_token_id,
+            log_every_n_steps=config.log_every_n_steps,
+        )
+        self.validation_loop = ValidationLoop(
+            trainer.loss_strategy,
+            metrics=trainer.metric_factories,
+            precision=self.precision,
+            pad_token_id=trainer.task_spec.pad_token_id,
+        )
+        monitor = config.monitor_metric
+        if self.val_loader is None and monitor.startswith("val_"):
+            monitor = "train_" + monitor.removeprefix("val_")
+            logger.info("no validation data: early stopping and 'best' watch %s", monitor)
+        self.early_stopping = EarlyStopping(
+            monitor=monitor,
+            mode=config.monitor_mode,
+            patience=config.early_stopping_patience,
+            min_delta=config.early_stopping_min_delta,
+        )
+        self.history: list[dict[str, float]] = []
+        self.start_epoch = 0
+        self.resume_point: ResumePoint | None = None
+        self.epoch_rng: dict[str, Any] | None = None
+        self.last_save = time.monotonic()
+        self.stop_reason: str | None = None
+
+    # -- the run -----------------------------------------------------------------------------
+
+    def execute(self) -> dict[str, Any]:
+        dispatch = self.dispatch
+        previous_handler = self._install_sigterm()
+        try:
+            self._resume()
+            if dispatch.on_training_start is not None:
+                dispatch.on_training_start(trainer=self.view, control=self.control)
+            self._train_epochs()
+            self.parts.close()  # pending asynchronous saves finish (or fail) here
+            results = self._results()
+            if dispatch.on_training_end is not None:
+                dispatch.on_training_end(trainer=self.view, results=results)
+            return results
+        except BaseException as error:
+            self._report_exception(error)
+            try:
+                self.parts.close()
+            except Exception as close_error:
+                error.add_note(f"closing checkpoints and loggers then failed too: {close_error!r}")
+            raise
+        finally:
+            if previous_handler is not None:
+                signal.signal(signal.SIGTERM, previous_handler)
+
+    def _train_epochs(self) -> None:
+        config = self.config
+        control = self.control
+        dispatch = self.dispatch
+        if control.should_stop:
+            self.stop_reason = control.stop_reason or "stopped by a training_start hook"
+            return
+        for epoch in range(self.start_epoch, config.epochs):
+            self.state.epoch = epoch
+            point, self.resume_point = self.resume_point, None
+            if point is None or point.epoch_complete:
+                if point is not None:
+                    restore_rng_state(point.rng_state)
+                if dispatch.on_epoch_start is not None:
+                    dispatch.on_epoch_start(trainer=self.view, epoch=epoch, control=control)
+                if control.should_stop:
+                    self.stop_reason = control.stop_reason or "stopped by an epoch_start hook"
+                    return
+                progress = EpochProgress()
+                self.epoch_rng = capture_rng_state()
+                batches = position_loader(self.train_loader, epoch, 0, 0)
+            else:
+                # continue inside the epoch exactly: replay its start, skip what was consumed
+                assert point.epoch_rng_state is not None
+                assert point.progress is not None
+                restore_rng_state(point.epoch_rng_state)
+                self.epoch_rng = point.epoch_rng_state
+                progress = point.progress
+                batches = position_loader(
+                    self.train_loader, epoch, progress.batches, progress.samples
+                )
+                restore_rng_state(point.rng_state)
+            result = self.training_loop.run_epoch(
+                epoch,
+                self.forward_model,
+                batches,
+                self.optimizer,
+                self.scheduler,
+                self.trainer.device,
+                self._log_step,
+                progress=progress,
+                on_optimizer_step=self._after_optimizer_step,
+            )
+            if not result.completed:
+                if control.should_save:
+                    control.should_save = False
+                    self._save(epoch, {"train_loss": result.loss}, progress=progress)
+                self.stop_reason = control.stop_reason or "stopped by a hook"
+                return
+            if self._finish_epoch(epoch, result):
+                return
+
+    def _finish_epoch(self, epoch: int, result: EpochResult) -> bool:
+        """Validate, log, check early stopping and checkpoint; ``True`` ends the run."""
+        control = self.control
+        dispatch = self.dispatch
+        metrics: dict[str, float] = {
+            "train_loss": result.loss,
+            "learning_rate": result.learning_rate,
+        }
+        if result.gradient_norm is not None:
+            metrics["gradient_norm"] = result.gradient_norm
+        metrics.update(self._validate(epoch))
+        metrics["epoch_time"] = result.epoch_duration_seconds
+        self.parts.log_epoch(epoch, result, metrics)
+        improved = self.early_stopping.update(epoch, metrics)
+        self.history.append({"epoch": epoch, **metrics})
+        if dispatch.on_epoch_end is not None:
+            dispatch.on_epoch_end(trainer=self.view, epoch=epoch, metrics=metrics, control=control)
+        due = (epoch + 1) % self.config.save_every_n_epochs == 0 or epoch + 1 == self.config.epochs
+        if due or control.should_save or (improved and self.config.keep_best_k):
+            control.should_save = False
+            self._save(epoch, metrics, progress=None)
+        if self.early_stopping.should_stop:
+            self.stop_reason = self.early_stopping.reason
+            return True
+        if control.should_stop:
+            self.stop_reason = control.stop_reason or "stopped by a hook"
+            return True
+        return False
+
+    def _validate(self, epoch: int) -> dict[str, float]:
+        if self.val_loader is None:
+            return {}
+        dispatch = self.dispatch
+        if dispatch.on_validation_start is not None:
+            dispatch.on_validation_start(trainer=self.view, epoch=epoch, control=self.control)
+        result = self.validation_loop.run_epoch(
+            epoch, self.forward_model, self.val_loader, self.trainer.device
+        )
+        metrics = {"val_loss": result.loss}
+        metrics.update({f"val_{name}": value for name, value in result.metrics.items()})
+        if dispatch.on_validation_end is not None:
+            dispatch.on_validation_end(
+                trainer=self.view, epoch=epoch, metrics=metrics, control=self.control
+            )
+        return metrics
+
+    def _log_step(self, loss: float, step: int) -> None:
+        self.parts.log_step(loss, step, float(self.optimizer.param_groups[0]["lr"]))
+
+    def _after_optimizer_step(self, progress: EpochProgress) -> bool:
+        """At every optimizer-step boundary: requested validation, interval and requested
+        saves, stop requests. ``True`` ends the epoch."""
+        control = self.control
+        config = self.config
+        step = self.state.global_step
+        if control.should_validate:
+            control.should_validate = False
+            metrics = self._validate(self.state.epoch)
+            if metrics:
+                self.parts.log_metrics(metrics, step)
+        due = (config.save_every_n_steps is not None and step % config.save_every_n_steps == 0) or (
+            config.save_every_minutes is not None
+            and time.monotonic() - self.last_save >= 60 * config.save_every_minutes
+        )
+        if due or (control.should_save and not control.should_stop):
+            control.should_save = False
+            self._save(self.state.epoch, {}, progress=progress)
+        return control.should_stop
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def _save(
+        self, epoch: int, metrics: Mapping[str, float], progress: EpochProgress | None
+    ) -> None:
+        plugin_state: dict[str, Any] = {}
+        if self.dispatch.on_save_checkpoint is not None:
+            self.dispatch.on_save_checkpoint(trainer=self.view, plugin_state=plugin_state)
+        trainer_state = build_trainer_state(
+            run=self, epoch=epoch, progress=progress, plugin_state=plugin_state
+        )
+        self.parts.save(
+            epoch=epoch,
+            metrics=metrics,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            scaler=self.scaler,
+            trainer_state=trainer_state,
+            global_step=self.state.global_step,
+        )
+        self.last_save = time.monotonic()
+
+    def _resume(self) -> None:
+        target = self.config.resume
+        if not target:
+            return
+        loaded = self.parts.load_for_resume(
+            target, self.model, self.optimizer, self.scheduler, self.scaler
+        )
+        if loaded is None:
+            return
+        apply_resume(self, loaded)
+
+    # -- signals, failures, results ---------------------------------------------------------
+
+    def _install_sigterm(self) -> Any:
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        control = self.control
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            logger.warning("SIGTERM: saving a checkpoint at the next optimizer step, then stopping")
+            control.should_save = True
+            control.request_stop("SIGTERM")
+
+        return signal.signal(signal.SIGTERM, on_sigterm)
+
+    def _report_exception(self, error: BaseException) -> None:
+        on_exception = self.dispatch.on_exception
+        if on_exception is None:
+            return
+        try:
+            on_exception(trainer=self.view, exception=error)
+        except Exception as hook_error:
+            error.add_note(f"treadle_on_exception then failed too: {hook_error!r}")
+
+    def _results(self) -> dict[str, Any]:
+        history = self.history
+        val_losses = [
+            row["val_loss"] for row in history if not math.isnan(row.get("val_loss", math.nan))
+        ]
+        results: dict[str, Any] = {
+            "best_epoch": self.early_stopping.best_epoch,
+            "best_val_loss": min(val_losses) if val_losses else None,
+            "total_time": time.perf_counter() - self.started,
+            "final_metrics": dict(history[-1]) if history else {},
+            "history": [dict(row) for row in history],
+            "stop_reason": self.stop_reason,
+            "global_step": self.state.global_step,
+            "run_dir": str(self.run_dir),
+            "best_checkpoint": self.parts.best_checkpoint(),
+        }
+        if self.trainer.profile_hooks:
+            results["hook_profile"] = self.dispatch.timings()
+        return results
+
+
+def _length(loader: Iterable[Any]) -> int:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return 0
