@@ -44,3 +44,13 @@ def test_import_treadle_does_not_import_torch_until_a_name_needs_it() -> None:
         timeout=120,
     )
     assert result.stdout.strip() == "False"
+
+
+def test_every_lazy_public_name_resolves() -> None:
+    import treadle
+
+    names = treadle._LAZY  # the table itself: a typo there must fail here, not for a user
+    missing = [name for name in names if getattr(treadle, name, None) is None]
+    assert missing == []
+    assert set(names) <= set(treadle.__all__)
+    assert set(names) <= set(dir(treadle))

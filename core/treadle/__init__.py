@@ -30,11 +30,42 @@ hookimpl = pluggy.HookimplMarker("treadle")
 if TYPE_CHECKING:
     from treadle.config import PluginsConfig, TrainingConfig, TrainingConfigBuilder
     from treadle.control import TrainerControl
+    from treadle.engine.accumulation import AccumulationStats, GradientAccumulator
+    from treadle.engine.drift import DriftMetrics, build_profile
+    from treadle.engine.gradient_monitor import (
+        GradientHealth,
+        GradientMonitor,
+        check_gradient_health,
+    )
+    from treadle.engine.loops import EpochResult, TrainingLoop, ValidationLoop
+    from treadle.engine.metrics import AlertConfig, MetricsEngine
+    from treadle.engine.tracker import MetricsTracker
+    from treadle.engine.trainer import Trainer
+    from treadle.export import ExportError, create_export_bundle
     from treadle.plugins import PluginManager, get_plugin_manager, get_registry, make_plugin_manager
     from treadle.seed import set_random_seed
     from treadle.task import TaskSpec
 
 _LAZY: dict[str, str] = {
+    # engine
+    "Trainer": "treadle.engine.trainer",
+    "TrainingLoop": "treadle.engine.loops",
+    "ValidationLoop": "treadle.engine.loops",
+    "EpochResult": "treadle.engine.loops",
+    "GradientAccumulator": "treadle.engine.accumulation",
+    "AccumulationStats": "treadle.engine.accumulation",
+    "GradientMonitor": "treadle.engine.gradient_monitor",
+    "GradientHealth": "treadle.engine.gradient_monitor",
+    "check_gradient_health": "treadle.engine.gradient_monitor",
+    "MetricsEngine": "treadle.engine.metrics",
+    "AlertConfig": "treadle.engine.metrics",
+    "DriftMetrics": "treadle.engine.drift",
+    "build_profile": "treadle.engine.drift",
+    "MetricsTracker": "treadle.engine.tracker",
+    # export
+    "create_export_bundle": "treadle.export",
+    "ExportError": "treadle.export",
+    # core
     "PluginManager": "treadle.plugins",
     "PluginsConfig": "treadle.config",
     "TaskSpec": "treadle.task",
