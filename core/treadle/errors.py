@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "JobError",
     "PluginConflictError",
     "PluginError",
     "PluginLoadError",
@@ -57,3 +58,13 @@ class UnknownNameError(TreadleError, KeyError):
 
 class StorageError(TreadleError):
     """A store cannot be opened, is not treadle's, or holds a newer schema; names the location."""
+
+
+class JobError(TreadleError):
+    """A job or schedule cannot do what was asked in its present state (cancelling a job
+    that already finished); the message names the state."""
+
+
+class DataError(TreadleError, ValueError):
+    """A data file, data set or record cannot be used as given: the message names the file and
+    line, column or byte offset, and the fix. Raised before anything partial is returned."""
