@@ -60,32 +60,43 @@ def test_treadle_plugins_lists_the_installed_example_with_its_version(example_si
     records = {record["name"]: record for record in json.loads(result.stdout)}
     example = records["example"]
     assert example["distribution"] == "treadle-example-plugin"
-    assert example["version"] == "0.3.0"
+    assert example["version"] == "0.4.0"
     assert example["status"] == "loaded"
     assert example["registers"]["losses"] == ["focal"]
+    assert example["registers"]["collators"] == ["tabular"]
 
 
 @pytest.mark.slow
 def test_the_example_focal_loss_is_found_by_name_and_trains(example_site: Path) -> None:
     code = """
 import torch
-from treadle.plugins import get_registry
-registry = get_registry("losses")
-entry = registry.entry("focal")
-assert str(entry.provenance) == "example: treadle-example-plugin 0.3.0", entry.provenance
-loss_fn = registry.create("focal", gamma=2.0)
+from treadle.collators import CollatorRegistry
+from treadle.losses import LossStrategyRegistry, get_loss_strategy
+from treadle.testing.collators import check_collator
+from treadle.testing.losses import check_loss_strategy
+
+entry = LossStrategyRegistry().entry("focal")
+assert str(entry.provenance) == "example: treadle-example-plugin 0.4.0", entry.provenance
+report = check_loss_strategy(lambda: get_loss_strategy("focal", gamma=2.0), "classification")
+assert report.accumulation == "num_items_in_batch", report
+collate = CollatorRegistry().get("tabular")
 torch.manual_seed(0)
-model = torch.nn.Linear(4, 3)
-optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
 x = torch.randn(64, 4)
 y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+rows = [{"features": x[i].tolist(), "label": int(y[i])} for i in range(64)]
+check_collator(collate, rows[:5])
+loader = torch.utils.data.DataLoader(rows, batch_size=16, collate_fn=collate)
+loss_fn = get_loss_strategy("focal", gamma=2.0)
+model = torch.nn.Linear(4, 3)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
 losses = []
-for _ in range(30):
-    optimizer.zero_grad()
-    loss = loss_fn.compute_loss(model(x), y)
-    loss.backward()
-    optimizer.step()
-    losses.append(loss.item())
+for _ in range(10):
+    for batch in loader:
+        optimizer.zero_grad()
+        loss = loss_fn.compute_loss(model(batch["features"]), batch["labels"])
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
 assert losses[-1] < 0.6 * losses[0], losses
 print("ok")
 """

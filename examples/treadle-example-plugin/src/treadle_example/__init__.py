@@ -1,3 +1,3 @@
 """An example third-party treadle plugin."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"

@@ -33,6 +33,9 @@ class FocalLoss:
                 f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)}"
             )
             raise ValueError(msg)
+        if not logits.dtype.is_floating_point:
+            msg = f"focal loss expects floating-point logits, got {logits.dtype}"
+            raise ValueError(msg)
         if labels.dtype not in (torch.int64, torch.int32):
             msg = f"focal loss expects integer labels, got {labels.dtype}"
             raise ValueError(msg)
@@ -54,6 +57,11 @@ class FocalLoss:
             msg = "focal loss: every label in the batch is ignore_index; nothing to learn from"
             raise ValueError(msg)
         return per_sample.sum() / num_items
+
+    def count_items(self, labels: torch.Tensor, inputs: Any = None) -> int:
+        """The samples that count (labels other than ``ignore_index``): the Trainer sums this
+        over an optimizer step into ``num_items_in_batch``."""
+        return int((labels != self.ignore_index).sum())
 
 
 def _num_items(inputs: Any) -> int | None:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from treadle import hookimpl
 from treadle.hookspecs import Register
+from treadle_example.collate import TabularCollator
 from treadle_example.focal import FocalLoss
 
 
 @hookimpl
 def treadle_register_losses(register: Register) -> None:
     register("focal", FocalLoss)
+
+
+@hookimpl
+def treadle_register_collators(register: Register) -> None:
+    register("tabular", TabularCollator)
