@@ -442,6 +442,11 @@ class ValidationLoop:
         self._count_items: Callable[[torch.Tensor, Any], Any] | None = (
             count_items if callable(count_items) else None
         )
+        # metrics align token labels as the loss does (seq2seq losses do not shift)
+        shift_labels = getattr(loss_strategy, "shift_labels", None)
+        self._base_inputs: dict[str, Any] = {"pad_token_id": pad_token_id}
+        if isinstance(shift_labels, bool):
+            self._base_inputs["shift_labels"] = shift_labels
 
     def run_epoch(
         self,
@@ -473,7 +478,7 @@ class ValidationLoop:
                     batch = _to_device(raw_batch, device)
                     model_inputs = dict(batch)
                     labels = model_inputs.pop("labels")
-                    loss_inputs: dict[str, Any] = {"pad_token_id": self.pad_token_id}
+                    loss_inputs: dict[str, Any] = dict(self._base_inputs)
                     if "attention_mask" in batch:
                         loss_inputs["attention_mask"] = batch["attention_mask"]
                     with self.precision.autocast() if self.precision else _NO_AUTOCAST:
@@ -489,7 +494,8 @@ class ValidationLoop:
                     loss_total += loss.double() * items
                     items_total = items_total + items
                     for metric in metrics:
-                        metric.update(logits.float(), labels, loss_inputs)
+                        # no float copy of (batch, seq, vocab) logits: metrics upcast as needed
+                        metric.update(logits, labels, loss_inputs)
                     samples += int(labels.shape[0])
                     batches += 1
         finally:
