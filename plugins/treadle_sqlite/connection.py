@@ -9,7 +9,15 @@ from pathlib import Path
 
 from treadle.errors import StorageError
 
-__all__ = ["Migration", "connect", "location_to_path", "migrate", "transaction"]
+__all__ = [
+    "Migration",
+    "check_before_open",
+    "connect",
+    "location_to_path",
+    "migrate",
+    "open_database",
+    "transaction",
+]
 
 #: A migration is SQL (one or more statements) or a function given the connection.
 Migration = str | Callable[[sqlite3.Connection], None]
@@ -133,3 +141,76 @@ def _statements(script: str) -> list[str]:
     # executescript() would COMMIT our transaction; split on ';' instead (no ';' in literals
     # in treadle's migrations)
     return [statement.strip() for statement in script.split(";") if statement.strip()]
+
+
+def check_before_open(location: str | Path, component: str, known_version: int) -> None:
+    """Refuse a file that is no treadle store, or holds a newer ``component`` schema, before
+    :func:`connect` writes to it (switching a file to WAL rewrites its header).
+
+    Reads through a read-only connection; a file that does not exist yet, is empty, or cannot
+    be probed read-only (a lock, a missing ``-shm``) passes to :func:`connect` and
+    :func:`migrate`, which check again.
+
+    :raises StorageError: the file is not an SQLite database, is an SQLite database without
+        treadle's schema table, or holds a newer schema; the file is left as it was.
+    """
+    path = location_to_path(location)
+    try:
+        if path.stat().st_size == 0:
+            return
+    except FileNotFoundError:
+        return
+    try:
+        probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return
+    try:
+        tables = {
+            row[0] for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        version = None
+        if "treadle_schema" in tables:
+            row = probe.execute(
+                "SELECT version FROM treadle_schema WHERE component = ?", (component,)
+            ).fetchone()
+            version = None if row is None else int(row[0])
+    except sqlite3.DatabaseError as err:
+        if "not a database" in str(err) or "malformed" in str(err):
+            msg = (
+                f"{path} is not an SQLite database ({err}); choose another file. "
+                f"It was not changed."
+            )
+            raise StorageError(msg) from err
+        return
+    finally:
+        probe.close()
+    if tables and "treadle_schema" not in tables:
+        msg = (
+            f"{path} is an SQLite database but not a treadle store (it has tables "
+            f"{', '.join(sorted(tables)[:5])}, and no treadle_schema); choose another file. "
+            f"It was not changed."
+        )
+        raise StorageError(msg)
+    if version is not None and version > known_version:
+        msg = (
+            f"{path} holds {component} schema version {version}, newer than this treadle "
+            f"knows ({known_version}); upgrade treadle to open it. Nothing was changed."
+        )
+        raise StorageError(msg)
+
+
+def open_database(
+    location: str | Path, component: str, migrations: Sequence[Migration]
+) -> sqlite3.Connection:
+    """:func:`check_before_open`, :func:`connect`, then :func:`migrate` ``component``.
+
+    :raises StorageError: as those do; a connection opened here is closed again then.
+    """
+    check_before_open(location, component, len(migrations))
+    connection = connect(location)
+    try:
+        migrate(connection, component, migrations)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
