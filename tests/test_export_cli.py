@@ -47,9 +47,6 @@ def _classifier_checkpoint(path: Path) -> tuple[torch.nn.Module, TrainingConfig,
     )
     task = TaskSpec.classification("topics", num_classes=4, class_names=CLASS_NAMES, max_seq_len=8)
     models = get_registry("models")
-    if "mlp_classifier" not in models:
-        # TODO(issue 6): remove once the built-in models plugin registers its factories.
-        pytest.skip("the built-in model 'mlp_classifier' is not registered yet")
     model = models.get("mlp_classifier")(config, task)
     torch.save(
         {

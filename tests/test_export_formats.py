@@ -84,9 +84,6 @@ def _built_in(model_type: str) -> tuple[torch.nn.Module, TaskSpec, TrainingConfi
     config = _config(model_type)
     torch.manual_seed(0)
     models = get_registry("models")
-    if model_type not in models:
-        # TODO(issue 6): remove once the built-in models plugin registers its factories.
-        pytest.skip(f"the built-in model {model_type!r} is not registered yet")
     model = models.get(model_type)(config, task)
     return model.eval(), task, config
 
