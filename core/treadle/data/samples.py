@@ -1,0 +1,150 @@
+"""Map-style datasets of ready samples, and the seeded train/validation split.
+
+Samples are what the collators take: ``{"input_ids": ...}`` for language modeling,
+``{"input_ids", "label"}`` for classification, ``{"pixel_values": (C, H, W), "label"}`` for
+vision, ``{"input_ids", "target_ids"}`` for sequence to sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+import torch
+from torch.utils.data import Dataset
+
+from treadle.errors import DataError
+
+__all__ = ["ImageDataset", "SampleList", "SizedDataset", "TokenBlocks", "split_indices"]
+
+_Sample = TypeVar("_Sample", covariant=True)
+
+
+class SizedDataset(Dataset[_Sample]):
+    """A map-style dataset with a length: what the data module returns."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+
+class SampleList(SizedDataset[dict[str, Any]]):
+    """A list of sample dicts as a dataset."""
+
+    def __init__(self, samples: Sequence[dict[str, Any]]) -> None:
+        self.samples = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.samples[index]
+
+    def __repr__(self) -> str:
+        return f"SampleList({len(self.samples)} samples)"
+
+
+class TokenBlocks(SizedDataset[dict[str, torch.Tensor]]):
+    """One token stream cut into blocks of ``block_size`` for causal language modeling.
+
+    Sample ``i`` is ``{"input_ids": tokens[i * block_size : (i + 1) * block_size]}``, a 1-D
+    long tensor (a view, no copy). The stream's tail becomes a shorter last block when it
+    holds at least two tokens (one prediction), and is dropped otherwise.
+
+    :param tokens: ``(num_tokens,)`` long.
+    :param block_size: tokens per sample, the task's ``max_seq_len``.
+    """
+
+    def __init__(self, tokens: torch.Tensor, block_size: int) -> None:
+        if tokens.ndim != 1:
+            msg = f"TokenBlocks takes a 1-D token stream, got shape {tuple(tokens.shape)}"
+            raise ValueError(msg)
+        if block_size < 2:
+            msg = f"TokenBlocks: block_size must be >= 2 (one prediction per block): {block_size}"
+            raise ValueError(msg)
+        self.tokens = tokens.long()
+        self.block_size = block_size
+        full, tail = divmod(len(tokens), block_size)
+        self._length = full + (1 if tail >= 2 else 0)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            msg = f"block {index} out of range for {self._length} blocks"
+            raise IndexError(msg)
+        start = index * self.block_size
+        return {"input_ids": self.tokens[start : start + self.block_size]}
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenBlocks({self._length} blocks of {self.block_size} tokens, "
+            f"{len(self.tokens)} tokens)"
+        )
+
+
+class ImageDataset(SizedDataset[dict[str, Any]]):
+    """Images and integer class labels held as two tensors.
+
+    Sample ``i`` is ``{"pixel_values": images[i], "label": int(labels[i])}``.
+
+    :param images: ``(N, C, H, W)`` float.
+    :param labels: ``(N,)`` integer class ids.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+            msg = (
+                f"ImageDataset takes (N, C, H, W) images and (N,) labels, got "
+                f"{tuple(images.shape)} and {tuple(labels.shape)}"
+            )
+            raise ValueError(msg)
+        self.images = images
+        self.labels = labels.long()
+
+    def select(self, indices: Sequence[int]) -> ImageDataset:
+        """A new dataset of the images at ``indices``, in that order."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        return ImageDataset(self.images[index], self.labels[index])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"pixel_values": self.images[index], "label": int(self.labels[index])}
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(side) for side in self.images.shape[1:])
+        return f"ImageDataset({len(self.labels)} images of {shape})"
+
+
+def split_indices(count: int, validation_split: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``0..count-1`` split at random into training and validation, both sorted.
+
+    The split depends only on ``(count, validation_split, seed)``. Validation gets
+    ``round(count * validation_split)`` items, at least one when ``validation_split > 0``, and
+    training keeps at least one.
+
+    :raises DataError: ``validation_split`` is outside ``[0, 1)``, or there are too few items
+        to split.
+    """
+    if not 0 <= validation_split < 1:
+        msg = f"validation_split must lie in [0, 1): {validation_split}"
+        raise DataError(msg)
+    if count < 1:
+        msg = "nothing to split: the data set has no items"
+        raise DataError(msg)
+    if validation_split == 0:
+        return list(range(count)), []
+    if count < 2:
+        msg = (
+            f"cannot split {count} item into training and validation; give more data or "
+            f"validation_split=0"
+        )
+        raise DataError(msg)
+    num_validation = min(max(round(count * validation_split), 1), count - 1)
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(count, generator=generator).tolist()
+    return sorted(order[num_validation:]), sorted(order[:num_validation])
