@@ -338,7 +338,7 @@ def test_d2_kill_9_amid_registrations_leaves_whole_records(tmp_path: Path) -> No
     location = tmp_path / "treadle.db"
     child = _start(_KILLED_REGISTRATIONS, location)
     assert child.stdout is not None
-    printed = []
+    printed: list[int] = []
     while len(printed) < 30:
         line = child.stdout.readline()
         assert line, f"child ended early: {child.communicate()[1]}"
