@@ -25,6 +25,8 @@ CORE_COMMANDS: dict[str, str] = {
     "export": "treadle.commands.export:ExportCommand",
     "train": "treadle.commands.train:TrainCommand",
     "verify-resume": "treadle.commands.verify_resume:VerifyResumeCommand",
+    "runs": "treadle.commands.runs:RunsCommand",
+    "registry": "treadle.commands.registry:RegistryCommand",
 }
 
 
