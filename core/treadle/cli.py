@@ -27,6 +27,9 @@ CORE_COMMANDS: dict[str, str] = {
     "verify-resume": "treadle.commands.verify_resume:VerifyResumeCommand",
     "runs": "treadle.commands.runs:RunsCommand",
     "registry": "treadle.commands.registry:RegistryCommand",
+    "worker": "treadle.commands.worker:WorkerCommand",
+    "jobs": "treadle.commands.jobs:JobsCommand",
+    "schedule": "treadle.commands.schedule:ScheduleCommand",
 }
 
 

@@ -1,0 +1,137 @@
+"""``treadle jobs submit|list|show|cancel``: the job queue from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from treadle.errors import ConfigError
+
+__all__ = ["JobsCommand"]
+
+
+def _read_config(args: argparse.Namespace) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if args.config_file is not None:
+        try:
+            config = json.loads(Path(args.config_file).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            msg = f"--config-file {args.config_file}: cannot read JSON ({err})"
+            raise ConfigError(msg) from err
+    if args.config is not None:
+        try:
+            config = {**config, **json.loads(args.config)}
+        except json.JSONDecodeError as err:
+            msg = f"--config: not JSON ({err}); e.g. --config '{{\"seconds\": 1}}'"
+            raise ConfigError(msg) from err
+    if args.training_preset is not None:
+        from treadle.config import PRESETS, TrainingConfig
+
+        if args.training_preset not in PRESETS:
+            msg = f"Unknown preset {args.training_preset!r}. Presets: {', '.join(PRESETS)}."
+            raise ConfigError(msg)
+        base = TrainingConfig().to_dict()
+        training = TrainingConfig.from_dict({**base, **PRESETS[args.training_preset]})
+        config.setdefault("training_config", training.to_dict())
+    if not isinstance(config, dict):
+        msg = "the job config must be a JSON object"
+        raise ConfigError(msg)
+    return config
+
+
+class JobsCommand:
+    """``treadle jobs ...``."""
+
+    help = "submit, list, show and cancel jobs of the queue"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--location", default="treadle.db", help="job store (default: %(default)s)"
+        )
+        actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        submit = actions.add_parser("submit", help="queue a job")
+        submit.add_argument("job_type", help="training, evaluation, export, retraining, ...")
+        submit.add_argument("--config", help="the job config as JSON")
+        submit.add_argument("--config-file", type=Path, help="the job config in a JSON file")
+        submit.add_argument(
+            "--training-preset", help="use this preset as the config's training_config"
+        )
+        submit.add_argument("--priority", type=int, default=5, help="1..10 (default: 5)")
+        submit.add_argument("--max-retries", type=int, default=3, help="(default: 3)")
+        listing = actions.add_parser("list", help="list jobs, newest first")
+        listing.add_argument("--status", help="pending, running, completed, failed, cancelled")
+        listing.add_argument("--type", dest="job_type", help="only jobs of this type")
+        listing.add_argument("--limit", type=int, default=50)
+        listing.add_argument("--json", action="store_true")
+        show = actions.add_parser("show", help="one job with its attempts")
+        show.add_argument("job_id", type=int)
+        show.add_argument("--json", action="store_true")
+        cancel = actions.add_parser("cancel", help="cancel a pending or running job")
+        cancel.add_argument("job_id", type=int)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from treadle.jobs.manager import JobManager
+
+        with JobManager(args.location, plugin_manager=args.plugin_manager) as manager:
+            if args.action == "submit":
+                job_id = manager.submit_job(
+                    args.job_type, _read_config(args), args.priority, args.max_retries
+                )
+                sys.stdout.write(f"{job_id}\n")
+            elif args.action == "list":
+                jobs = manager.list_jobs(args.status, args.job_type, args.limit)
+                if args.json:
+                    listed = [attrs.asdict(job, recurse=True) for job in jobs]
+                    sys.stdout.write(json.dumps(listed, indent=2) + "\n")
+                else:
+                    from treadle.commands.table import format_table
+
+                    rows = [
+                        [
+                            job.job_id,
+                            job.job_type,
+                            job.status,
+                            job.priority,
+                            job.attempt,
+                            job.worker_id or "-",
+                            job.created_at,
+                        ]
+                        for job in jobs
+                    ]
+                    headers = ["id", "type", "status", "priority", "attempts", "worker", "created"]
+                    sys.stdout.write(format_table(headers, rows) + "\n")
+            elif args.action == "show":
+                shown = attrs.asdict(manager.get_job(args.job_id), recurse=True)
+                if args.json:
+                    sys.stdout.write(json.dumps(shown, indent=2) + "\n")
+                else:
+                    sys.stdout.write(_describe(shown) + "\n")
+            else:
+                job = manager.cancel_job(args.job_id)
+                state = (
+                    "cancelling" if job.cancel_requested and job.status == "running" else job.status
+                )
+                sys.stdout.write(f"job {job.job_id}: {state}\n")
+        return 0
+
+
+def _describe(data: dict[str, Any]) -> str:
+    attempts = data.pop("attempts")
+    lines = [
+        f"{key}: {json.dumps(value) if isinstance(value, dict) else value}"
+        for key, value in data.items()
+    ]
+    for attempt in attempts:
+        lines.append(
+            f"attempt {attempt['attempt']} on {attempt['worker_id']} at {attempt['started_at']}:"
+            f" {attempt['outcome']}"
+            + (f" (retry after {attempt['retry_delay']:g} s)" if attempt["retry_delay"] else "")
+        )
+        if attempt["error"]:
+            lines.append("  " + attempt["error"].strip().replace("\n", "\n  "))
+    return "\n".join(lines)

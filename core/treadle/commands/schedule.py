@@ -1,0 +1,110 @@
+"""``treadle schedule add|list|pause|resume|delete|trigger|run``: cron schedules of jobs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import attrs
+
+from treadle.commands.jobs import _read_config
+
+__all__ = ["ScheduleCommand"]
+
+
+class ScheduleCommand:
+    """``treadle schedule ...``."""
+
+    help = "cron schedules that enqueue jobs (run the scheduler with `treadle schedule run`)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--location", default="treadle.db", help="job store (default: %(default)s)"
+        )
+        actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        add = actions.add_parser("add", help="create a schedule")
+        add.add_argument("name")
+        add.add_argument("job_type")
+        add.add_argument("schedule_expr", help="five-field cron, e.g. '0 2 * * *'")
+        add.add_argument("--timezone", default="UTC", help="IANA name (default: UTC)")
+        add.add_argument("--config", help="the job config as JSON")
+        add.add_argument("--config-file", type=Path, help="the job config in a JSON file")
+        add.add_argument("--training-preset", help="use this preset as training_config")
+        add.add_argument("--priority", type=int, default=5)
+        add.add_argument("--max-retries", type=int, default=3)
+        listing = actions.add_parser("list", help="list schedules with their next fire time")
+        listing.add_argument("--json", action="store_true")
+        for name, text in (
+            ("pause", "stop firing"),
+            ("resume", "fire again from now on"),
+            ("delete", "delete (its jobs stay)"),
+            ("trigger", "enqueue its job now"),
+        ):
+            actions.add_parser(name, help=text).add_argument("schedule_id", type=int)
+        run = actions.add_parser("run", help="fire due schedules until SIGTERM or Ctrl-C")
+        run.add_argument("--poll-seconds", type=float, default=30.0)
+        run.add_argument("--once", action="store_true", help="check once and exit")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from treadle.jobs.scheduler import TrainingScheduler
+
+        with TrainingScheduler(args.location, plugin_manager=args.plugin_manager) as scheduler:
+            if args.action == "add":
+                schedule_id = scheduler.create_schedule(
+                    args.name,
+                    args.job_type,
+                    _read_config(args),
+                    args.schedule_expr,
+                    priority=args.priority,
+                    timezone=args.timezone,
+                    max_retries=args.max_retries,
+                )
+                sys.stdout.write(f"{schedule_id}\n")
+            elif args.action == "list":
+                schedules = scheduler.list_schedules()
+                if args.json:
+                    data = [attrs.asdict(schedule) for schedule in schedules]
+                    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+                else:
+                    from treadle.commands.table import format_table
+
+                    rows = [
+                        [
+                            s.schedule_id,
+                            s.name,
+                            s.job_type,
+                            s.schedule_expr,
+                            s.timezone,
+                            "paused" if s.is_paused else "active",
+                            s.next_fire_at or "-",
+                            s.last_fire_at or "-",
+                        ]
+                        for s in schedules
+                    ]
+                    headers = ["id", "name", "type", "cron", "zone", "state", "next", "last"]
+                    sys.stdout.write(format_table(headers, rows) + "\n")
+            elif args.action == "pause":
+                scheduler.pause_schedule(args.schedule_id)
+            elif args.action == "resume":
+                scheduler.resume_schedule(args.schedule_id)
+            elif args.action == "delete":
+                scheduler.delete_schedule(args.schedule_id)
+            elif args.action == "trigger":
+                sys.stdout.write(f"{scheduler.trigger_schedule(args.schedule_id)}\n")
+            elif args.once:
+                for fired in scheduler.run_pending():
+                    what = "enqueued already" if fired.job_id is None else f"job {fired.job_id}"
+                    sys.stdout.write(f"{fired.name} {fired.fire_time} {what}\n")
+            else:
+                stopping = []
+
+                def on_sigterm(signum: int, frame: FrameType | None) -> None:
+                    stopping.append(signum)
+
+                signal.signal(signal.SIGTERM, on_sigterm)
+                scheduler.run(poll_seconds=args.poll_seconds, should_stop=lambda: bool(stopping))
+        return 0
