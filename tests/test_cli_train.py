@@ -90,7 +90,7 @@ def test_plan_prints_sources_hooks_steps_and_a_disk_estimate(
     assert "flag --set" in out
     assert "preset quick_prototype" in out
     assert "treadle_on_batch_end" in out
-    assert "optimizer steps per epoch: 2" in out  # 96 samples / 16 = 6 batches / 2
+    assert "optimizer steps per epoch: 3" in out  # 96 samples / 16 = 6 batches / 2
     assert "effective batch size: 16 x 2 accumulation x 1 devices = 32" in out
     assert "warmup steps" in out
     assert "MB per checkpoint" in out

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
+    import attrs
     import torch
     from torch.utils.data import DataLoader
     sys.path.insert(0, {root!r})
@@ -53,8 +54,13 @@ SCRIPT = textwrap.dedent(
         val = DataLoader(Blobs(24, seed=1), batch_size=8)
     else:
         train, val = Blobs(72, seed=0), Blobs(24, seed=1)
-    results = Trainer(model, None, config, classification_task(), device="cpu",
-                      plugin_manager=engine_plugin_manager(("record", recorder))).train(train, val)
+    manager = engine_plugin_manager(("record", recorder))
+    task = classification_task()
+    if source != "loader":  # batched by treadle's DataLoaderFactory through this collator
+        manager.registry("collators").register("stack", torch.utils.data.default_collate)
+        task = attrs.evolve(task, collator="stack")
+    results = Trainer(model, None, config, task, device="cpu",
+                      plugin_manager=manager).train(train, val)
     torch.save({{"losses": recorder.losses, "state": model.state_dict(),
                 "stop_reason": results["stop_reason"], "history": results["history"]}}, record)
     """

@@ -211,11 +211,10 @@ def test_bf16_autocast_training_on_the_cpu_learns(tmp_path: Path) -> None:
 
 @needs_engine
 def test_the_loops_work_on_their_own_as_the_spec_shows() -> None:
-    from treadle.losses import get_loss_strategy
-
     from treadle.engine.accumulation import GradientAccumulator
     from treadle.engine.gradient_monitor import GradientMonitor
     from treadle.engine.loops import TrainingLoop, ValidationLoop
+    from treadle.losses import get_loss_strategy
 
     manager = engine_plugin_manager()
     strategy = get_loss_strategy("classification", plugin_manager=manager)
@@ -272,3 +271,27 @@ def test_sample_limits_are_validated() -> None:
     assert TrainingConfig(max_train_samples=10, max_val_samples=5).max_train_samples == 10
     with pytest.raises(ConfigError, match="'max_train_samples' must be >= 1: 0"):
         TrainingConfig(max_train_samples=0)
+
+
+@needs_engine
+def test_evaluate_reports_loss_and_task_metrics_without_training(tmp_path: Path) -> None:
+    model = TinyClassifier()
+    trainer = Trainer(
+        model,
+        None,
+        small_config(tmp_path),
+        classification_task(),
+        device="cpu",
+        plugin_manager=engine_plugin_manager(),
+    )
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    _, val_loader = loaders()
+    metrics = trainer.evaluate(val_loader)
+    assert {"eval_loss", "eval_accuracy", "eval_samples", "eval_batches"} <= set(metrics)
+    assert metrics["eval_samples"] == 32
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    trainer.train(*loaders())
+    after = trainer.evaluate(val_loader, metric_prefix="test_")
+    assert after["test_loss"] < metrics["eval_loss"]
+    with pytest.raises(ValueError, match="no batch"):
+        trainer.evaluate([])

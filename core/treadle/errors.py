@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "DataError",
     "JobError",
     "PluginConflictError",
     "PluginError",

@@ -138,13 +138,12 @@ class EngineParts:
     ) -> Any:
         """Load ``target`` (a path, or ``auto`` for the newest valid checkpoint of this run)
         into the parts; ``None`` when ``auto`` finds nothing to resume."""
+        path: Path | str | None = target
         if target == "auto":
             path = self.checkpoints.latest_valid_checkpoint()
             if path is None:
                 logger.info("resume='auto': no checkpoint in %s; starting fresh", self.run_dir)
                 return None
-        else:
-            path = target
         return self.checkpoints.load_checkpoint(
             str(path), model, optimizer, scheduler, scaler=scaler
         )

@@ -162,6 +162,36 @@ class Trainer:
         run = _Run(self, train_data, val_data)
         return run.execute()
 
+    def evaluate(self, eval_data: Any, *, metric_prefix: str = "eval_") -> dict[str, float]:
+        """Run one validation pass of the model as it is now: no training, no checkpoint.
+
+        :param eval_data: a Dataset (batched by the task's DataLoaderFactory and collator), or
+            a DataLoader (or any re-iterable) yielding mappings of tensors with ``labels``.
+        :param metric_prefix: put before every name of the result.
+        :returns: ``{prefix}loss``, each task metric as ``{prefix}<name>``, and
+            ``{prefix}samples``, ``{prefix}batches`` and ``{prefix}runtime`` (seconds).
+        :raises ValueError: the data yields no batch.
+        """
+        loader = self._as_loader(eval_data, is_eval=True)
+        model = self.model.to(self.device)
+        loop = ValidationLoop(
+            self.loss_strategy,
+            metrics=self.metric_factories,
+            precision=resolve_precision(
+                self.training_config.precision, self.training_config.use_amp, self.device
+            ),
+            pad_token_id=self.task_spec.pad_token_id,
+        )
+        result = loop.run_epoch(0, model, loader, self.device)
+        if result.num_batches == 0:
+            msg = "Trainer.evaluate: the evaluation data yielded no batch; nothing to evaluate"
+            raise ValueError(msg)
+        values = {"loss": result.loss, **result.metrics}
+        values["samples"] = float(result.num_samples)
+        values["batches"] = float(result.num_batches)
+        values["runtime"] = result.epoch_duration_seconds
+        return {f"{metric_prefix}{name}": float(value) for name, value in values.items()}
+
 
 class _Run:
     """One call of :meth:`Trainer.train`: the set-up parts and the epoch loop."""
