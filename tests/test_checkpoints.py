@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -291,7 +292,7 @@ metric_values = st.one_of(
 )
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     values=st.lists(metric_values, min_size=1, max_size=7),
     keep_best_k=st.integers(0, 3),
@@ -320,6 +321,7 @@ def test_kept_files_are_best_k_and_last_n_and_nan_is_never_best(
         last = set(range(max(0, len(values) - keep_last_n), len(values)))
         expected = set(ranked[:keep_best_k]) | last
         names = {f"epoch_{i:03d}.pt" for i in expected}
+        manager.wait()  # dropped files are deleted on a background thread
         assert checkpoint_files(Path(folder)) == names
         assert index_files(Path(folder)) == names
         best = manager.get_best_checkpoint()
@@ -332,6 +334,30 @@ def test_kept_files_are_best_k_and_last_n_and_nan_is_never_best(
         assert history["is_best"].sum() == (1 if kept_ranked else 0)
         if kept_ranked:
             assert not math.isnan(history.loc[history["is_best"], "val_loss"].iloc[0])
+
+
+def test_large_files_are_deleted_on_a_thread_that_wait_joins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoints, "_BACKGROUND_BYTES", 0)
+    real_unlink = checkpoints._unlink
+    threads: list[str] = []
+
+    def slow_unlink(path: Path) -> None:
+        threads.append(threading.current_thread().name)
+        time.sleep(0.05)
+        real_unlink(path)
+
+    monkeypatch.setattr(checkpoints, "_unlink", slow_unlink)
+    manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
+    manager.save_checkpoint(0, {}, Net(), None)
+    manager.save_checkpoint(1, {}, Net(), None)
+    assert index_files(tmp_path) == {"epoch_001.pt"}  # listed at once
+    manager.wait()
+    assert checkpoint_files(tmp_path) == {"epoch_001.pt"}
+    assert threads == ["treadle-checkpoint-deleter"]
+    restored = Net()
+    manager.load_checkpoint(tmp_path / "epoch_001.pt", restored)
 
 
 # -- C1: a kill during a save --------------------------------------------------------------------
@@ -388,8 +414,10 @@ KILL_POINTS: dict[str, Callable[[CheckpointManager], None]] = {
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("point", list(KILL_POINTS))
 def test_a_kill_mid_save_leaves_the_last_finished_checkpoint_and_no_debris(
-    tmp_path: Path, point: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
+    # as for large checkpoints: hashed beside the fsync, dropped files deleted on a thread
+    monkeypatch.setattr(checkpoints, "_BACKGROUND_BYTES", 0)
     model, optimizer, _ = trained()
     manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
     manager.save_checkpoint(0, {"val_loss": 1.0}, model, optimizer)
@@ -404,6 +432,7 @@ def test_a_kill_mid_save_leaves_the_last_finished_checkpoint_and_no_debris(
                     value.copy_(after[name])
             KILL_POINTS[point](manager)
             manager.save_checkpoint(1, {"val_loss": 0.5}, model, optimizer)
+            manager.wait()
         finally:
             os._exit(3)  # the kill point was never reached
     deadline = time.monotonic() + 30
@@ -510,6 +539,30 @@ def test_a_full_disk_names_the_path_and_changes_nothing(
     assert (tmp_path / INDEX_NAME).read_bytes() == old_index
     assert temp_files(tmp_path) == []
     assert CheckpointManager(tmp_path).latest_valid_checkpoint() is not None
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
+def test_a_full_disk_while_replacing_a_name_keeps_the_old_file_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, optimizer, _ = trained()
+    manager = CheckpointManager(tmp_path)
+    manager.save_checkpoint(0, {"val_loss": 1.0}, model, optimizer)
+    old = (tmp_path / "epoch_000.pt").read_bytes()
+    real_write = os.write
+
+    def write(fd: int, data: Any) -> int:
+        if ".epoch_000.pt." in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(CheckpointError, match="the disk is full"):
+        manager.save_checkpoint(0, {"val_loss": 0.5}, model, optimizer)
+    monkeypatch.undo()
+    assert (tmp_path / "epoch_000.pt").read_bytes() == old
+    assert index_files(tmp_path) == {"epoch_000.pt"}
+    assert manager.latest_valid_checkpoint() == tmp_path / "epoch_000.pt"
 
 
 # -- C3: damaged files ---------------------------------------------------------------------------
@@ -681,6 +734,7 @@ def test_a_manifest_naming_files_outside_the_folder_deletes_nothing_there(tmp_pa
     reopened = CheckpointManager(run, keep_best_k=0, keep_last_n=1)
     for epoch in (1, 2):
         reopened.save_checkpoint(epoch, {}, Net(), None)
+    reopened.wait()
     assert outside.read_bytes() == b"keep me"
     assert checkpoint_files(run) == {"epoch_002.pt"}
     with pytest.raises(CheckpointError, match="not a checkpoint name"):
@@ -710,6 +764,7 @@ def test_drive_backup_mirrors_finished_checkpoints_and_the_manifest(tmp_path: Pa
     )
     for epoch, loss in enumerate([0.3, 0.5, 0.4]):
         manager.save_checkpoint(epoch, {"val_loss": loss}, model, optimizer)
+    manager.close()
     assert (
         checkpoint_files(backup)
         == checkpoint_files(tmp_path / "run")
@@ -813,8 +868,6 @@ def test_an_async_error_is_raised_at_the_next_save_or_at_close(
 @pytest.fixture(autouse=True)
 def _no_leaked_threads() -> Iterator[None]:
     yield
-    import threading
-
     assert not [
         thread for thread in threading.enumerate() if thread.name.startswith("treadle-checkpoint")
     ]

@@ -76,9 +76,9 @@ def _new_process_token() -> None:
 if hasattr(os, "register_at_fork"):  # a forked child is another writer, with a pid of its own
     os.register_at_fork(after_in_child=_new_process_token)
 _DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
-#: Chunks at least this large are hashed on a helper thread while they are written.
-_PARALLEL_HASH_BYTES = 1 << 20
 _READ_CHUNK_BYTES = 1 << 23
+#: Below this, hashing beside the fsync and deleting on a thread cost more than they save.
+_BACKGROUND_BYTES = 1 << 25
 _MIB = float(1 << 20)
 _SEQUENCE_KEYS = (list, tuple, set)
 _LEAF_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray)
@@ -194,26 +194,21 @@ class _SaveJob:
     optimizer_state_size_mb: float
 
 
-class _HashingWriter:
-    """The file object ``torch.save`` writes through: raw writes to ``fd``, hashed with sha256
-    on a helper thread while the bytes go to the kernel."""
+class _FileWriter:
+    """The file object ``torch.save`` writes through: raw ``os.write`` calls on ``fd``,
+    optionally hashed as they pass, keeping the OSError a write raised (torch may re-raise it
+    as a RuntimeError without the cause)."""
 
-    def __init__(self, fd: int, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, fd: int, *, hashing: bool) -> None:
         self._fd = fd
-        self._pool = pool
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256() if hashing else None
         self.size = 0
-        #: The OSError a write raised; torch may re-raise it as a RuntimeError without a cause.
         self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
         view = memoryview(data).cast("B")
         length = len(view)
-        # the view is valid only during this call, so the hash must finish before returning
-        pending = (
-            self._pool.submit(self._hash.update, view) if length >= _PARALLEL_HASH_BYTES else None
-        )
-        if pending is None:
+        if self._hash is not None:
             self._hash.update(view)
         try:
             written = 0
@@ -222,9 +217,6 @@ class _HashingWriter:
         except OSError as err:
             self.error = err
             raise
-        finally:
-            if pending is not None:
-                pending.result()
         self.size += length
         return length
 
@@ -232,6 +224,7 @@ class _HashingWriter:
         """Nothing is buffered here; the caller fsyncs."""
 
     def hexdigest(self) -> str:
+        assert self._hash is not None
         return self._hash.hexdigest()
 
 
@@ -309,7 +302,7 @@ class CheckpointManager:
         #: path -> (inode, size, mtime, ctime) of a file whose sha256 was just checked; one use.
         self._verified: dict[str, tuple[int, int, int, int]] = {}
         self._pending: threading.Thread | None = None
-        self._pending_name = ""
+        self._deleting: threading.Thread | None = None
         self._pending_error: BaseException | None = None
         self._open()
 
@@ -342,7 +335,9 @@ class CheckpointManager:
 
         The file is ``epoch_003.pt``, or ``epoch_003_step_000120.pt`` for a mid-epoch save
         (``trainer_state['epoch_complete']`` false). Saving a name that exists replaces it.
-        With ``async_save`` the call returns once the state is copied to CPU memory.
+        With ``async_save`` the call returns once the state is copied to CPU memory. The
+        files retention drops leave the manifest at once and the disk on a background thread
+        (freeing a large file's blocks can take a second); :meth:`wait` waits for that.
 
         :param epoch: the epoch, from 0.
         :param metrics: metric name to number (floats, ints, 0-d tensors).
@@ -399,7 +394,7 @@ class CheckpointManager:
             thread = threading.Thread(
                 target=self._write_in_background, args=(job,), name="treadle-checkpoint-writer"
             )
-            self._pending, self._pending_name = thread, name
+            self._pending = thread
             thread.start()
         else:
             is_best = self._write_and_commit(job).is_best
@@ -514,7 +509,7 @@ class CheckpointManager:
         return pd.DataFrame(rows, columns=columns)
 
     def wait(self) -> None:
-        """Wait for an asynchronous save in flight.
+        """Wait for an asynchronous save in flight and for the deletions of the last save.
 
         :raises BaseException: that save's error (once), with a note naming the save.
         """
@@ -575,16 +570,18 @@ class CheckpointManager:
         adopted = self._adopt_unlisted({entry.file for entry in present} | set(deleting))
         if adopted:
             changed = True
-        entries = sorted(
-            present + adopted, key=lambda entry: (entry.timestamp, entry.epoch, entry.step)
-        )
+        entries = sorted(present, key=lambda entry: entry.sequence)
+        if adopted:  # merged by save time; the manifest's order stands otherwise
+            entries = sorted(
+                entries + adopted, key=lambda entry: (entry.timestamp, entry.epoch, entry.step)
+            )
         for sequence, entry in enumerate(entries):
             entry.sequence = sequence
         self._entries = entries
         self._mark_best(entries)
         if changed:
             try:
-                self._write_index([])
+                self._write_index(entries, [])
             except (OSError, CheckpointError) as err:  # a read-only folder can still be read
                 logger.warning("could not rewrite %s: %s", self.index_path, err)
 
@@ -660,21 +657,25 @@ class CheckpointManager:
         _check_payload(file, payload)
         match = _CHECKPOINT_NAME.match(file.name)
         assert match is not None  # the caller matched it
-        metrics = _clean_metrics(payload.get("metrics") or {})
-        entry = _Entry(
-            file=file.name,
-            epoch=int(payload.get("epoch", match["epoch"])),
-            step=int(payload.get("global_step", match["step"] or 0)),
-            mid_epoch=bool(payload.get("mid_epoch", match["step"] is not None)),
-            sequence=0,
-            sha256=_sha256_file(file),
-            size_bytes=file.stat().st_size,
-            metrics=metrics,
-            timestamp=str(payload.get("timestamp", "")),
-            model_size_mb=_tensor_bytes(payload.get("model_state_dict")) / _MIB,
-            optimizer_state_size_mb=_tensor_bytes(payload.get("optimizer_state_dict")) / _MIB,
-        )
-        del payload  # unmaps the file
+        try:
+            entry = _Entry(
+                file=file.name,
+                epoch=int(payload.get("epoch", match["epoch"])),
+                step=int(payload.get("global_step", match["step"] or 0)),
+                mid_epoch=bool(payload.get("mid_epoch", match["step"] is not None)),
+                sequence=0,
+                sha256=_sha256_file(file),
+                size_bytes=file.stat().st_size,
+                metrics=_clean_metrics(payload.get("metrics") or {}),
+                timestamp=str(payload.get("timestamp", "")),
+                model_size_mb=_tensor_bytes(payload.get("model_state_dict")) / _MIB,
+                optimizer_state_size_mb=_tensor_bytes(payload.get("optimizer_state_dict")) / _MIB,
+            )
+        except (TypeError, ValueError) as err:
+            msg = f"checkpoint {file} has malformed epoch, step or metrics: {err}"
+            raise CheckpointError(msg) from err
+        finally:
+            del payload  # unmaps the file
         return entry
 
     # -- saving ------------------------------------------------------------------------------
@@ -729,22 +730,60 @@ class CheckpointManager:
             self._pending_error = err
 
     def _join_pending(self) -> None:
+        """Wait for the save in flight and for the deletions of the last save."""
         thread, self._pending = self._pending, None
         if thread is not None:
             thread.join()
+        self._join_deletions()
+
+    def _join_deletions(self) -> None:
+        thread, self._deleting = self._deleting, None
+        if thread is not None:
+            thread.join()
+
+    def _delete_in_background(self, files: list[Path]) -> None:
+        """Delete what retention dropped, large files off the caller's path: freeing a 1 GB
+        file's blocks takes most of a second on some disks. The manifest already lists them
+        as deleting, so a kill before they go leaves nothing stale (the next start deletes
+        them)."""
+        self._join_deletions()
+        sizes = [file.stat().st_size for file in files if file.is_file()]
+        if sum(sizes) < _BACKGROUND_BYTES:
+            for file in files:
+                _unlink(file)
+            return
+
+        def delete() -> None:
+            for file in files:
+                _unlink(file)
+
+        self._deleting = threading.Thread(target=delete, name="treadle-checkpoint-deleter")
+        self._deleting.start()
 
     def _write_and_commit(self, job: _SaveJob) -> _Entry:
         started = time.perf_counter()
         target = self.checkpoint_dir / job.name
+        self._join_deletions()  # the name may be one being deleted
         with self._lock:
-            if any(entry.file == job.name for entry in self._entries):
+            replaced = next((entry for entry in self._entries if entry.file == job.name), None)
+            if replaced is not None:
                 # unlist before replacing, so a kill mid-replace leaves no stale sha256
-                self._entries = [entry for entry in self._entries if entry.file != job.name]
-                self._write_index([])
+                others = [entry for entry in self._entries if entry.file != job.name]
+                self._write_index(others, [])
+                self._entries = others
             sequence = 1 + max((entry.sequence for entry in self._entries), default=-1)
-        digest, size = _write_atomically(
-            target, functools.partial(_torch_save, job.payload), "checkpoint"
-        )
+        replaced_inode = _inode(target) if replaced is not None else None
+        try:
+            digest, size = _write_atomically(
+                target,
+                functools.partial(_torch_save, job.payload),
+                "checkpoint",
+                hash_during_fsync=True,
+            )
+        except BaseException:
+            if replaced is not None and _inode(target) == replaced_inode:
+                self._relist(replaced)  # the failed save left the old file as it was
+            raise
         entry = _Entry(
             file=job.name,
             epoch=job.epoch,
@@ -760,10 +799,9 @@ class CheckpointManager:
         )
         with self._lock:
             kept, removed = self._retain([*self._entries, entry])
+            self._write_index(kept, [old.file for old in removed])
             self._entries = kept
-            self._write_index([old.file for old in removed])
-        for old in removed:
-            _unlink(self.checkpoint_dir / old.file)
+        self._delete_in_background([self.checkpoint_dir / old.file for old in removed])
         seconds = time.perf_counter() - started
         logger.info("saved checkpoint %s (%.1f MiB) in %.2f s", target, size / _MIB, seconds)
         if entry not in kept:
@@ -832,9 +870,24 @@ class CheckpointManager:
         }
         return (json.dumps(document, indent=2, allow_nan=False) + "\n").encode("utf-8")
 
-    def _write_index(self, deleting: list[str]) -> None:
-        data = self._index_bytes(self._entries, deleting)
-        _write_atomically(self.index_path, lambda writer: writer.write(data), "checkpoint index")
+    def _relist(self, entry: _Entry) -> None:
+        with self._lock:
+            entries = sorted([*self._entries, entry], key=lambda row: row.sequence)
+            self._mark_best(entries)
+            try:
+                self._write_index(entries, [])
+            except (OSError, CheckpointError) as err:
+                logger.warning("could not list %s again: %s", entry.file, err)
+            self._entries = entries
+
+    def _write_index(self, entries: list[_Entry], deleting: list[str]) -> None:
+        data = self._index_bytes(entries, deleting)
+        _write_atomically(
+            self.index_path,
+            lambda writer: writer.write(data),
+            "checkpoint index",
+            hash_during_fsync=False,
+        )
 
     def _back_up(self, entry: _Entry, removed: list[_Entry]) -> None:
         """Copy a finished checkpoint and the manifest to the backup folder; a failure is
@@ -845,7 +898,10 @@ class CheckpointManager:
         try:
             backup.mkdir(parents=True, exist_ok=True)
             digest, _ = _write_atomically(
-                backup / entry.file, functools.partial(_copy_file, source), "checkpoint backup"
+                backup / entry.file,
+                functools.partial(_copy_file, source),
+                "checkpoint backup",
+                hash_during_fsync=False,
             )
             if digest != entry.sha256:
                 msg = f"the copy's sha256 {digest} differs from the checkpoint's {entry.sha256}"
@@ -856,7 +912,10 @@ class CheckpointManager:
                 present = [e for e in self._entries if (backup / e.file).is_file()]
                 data = self._index_bytes(present, [])
             _write_atomically(
-                backup / INDEX_NAME, lambda writer: writer.write(data), "checkpoint index backup"
+                backup / INDEX_NAME,
+                lambda writer: writer.write(data),
+                "checkpoint index backup",
+                hash_during_fsync=False,
             )
         except (OSError, CheckpointError) as err:
             logger.warning(
@@ -994,10 +1053,14 @@ class CheckpointManager:
 
 
 def _write_atomically(
-    target: Path, write: Callable[[_HashingWriter], object], what: str
+    target: Path, write: Callable[[_FileWriter], object], what: str, *, hash_during_fsync: bool
 ) -> tuple[str, int]:
     """Write ``target`` through a temporary file in its folder: write, fsync, rename, fsync
     the folder. Returns the sha256 and size of what was written.
+
+    With ``hash_during_fsync`` the bytes are hashed by reading them back (from the page cache)
+    while the fsync waits on the disk, instead of on the writing path: a large checkpoint's
+    hash then costs no time of its own on a machine whose disk is slower than sha256.
 
     :raises CheckpointError: the disk is full (the temporary file is removed), or another
         OS error stopped the write.
@@ -1005,18 +1068,24 @@ def _write_atomically(
     temp = target.with_name(
         f".{target.name}.{os.getpid()}-{_PROCESS_TOKEN}-{next(_temp_counter)}.tmp"
     )
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    writer: _HashingWriter | None = None
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    writer = _FileWriter(-1, hashing=not hash_during_fsync)
     try:
         fd = os.open(temp, flags | getattr(os, "O_BINARY", 0), 0o666)
     except OSError as err:
-        raise _write_error(target, what, err, None) from err
+        raise _write_error(target, what, err, writer) from err
     try:
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="treadle-checkpoint-hash") as pool:
-                writer = _HashingWriter(fd, pool)
-                write(writer)
-            os.fsync(fd)
+            writer = _FileWriter(fd, hashing=not hash_during_fsync)
+            write(writer)
+            if hash_during_fsync and writer.size >= _BACKGROUND_BYTES:
+                with ThreadPoolExecutor(1, thread_name_prefix="treadle-checkpoint-fsync") as pool:
+                    synced = pool.submit(os.fsync, fd)
+                    digest = _sha256_fd(fd)
+                    synced.result()
+            else:
+                os.fsync(fd)
+                digest = _sha256_fd(fd) if hash_during_fsync else writer.hexdigest()
         finally:
             os.close(fd)
         os.replace(temp, target)
@@ -1026,13 +1095,11 @@ def _write_atomically(
             raise _write_error(target, what, err, writer) from err
         raise
     _fsync_directory(target.parent)
-    return writer.hexdigest(), writer.size
+    return digest, writer.size
 
 
-def _write_error(
-    target: Path, what: str, err: BaseException, writer: _HashingWriter | None
-) -> BaseException:
-    found = _find_os_error(err) or (writer.error if writer is not None else None)
+def _write_error(target: Path, what: str, err: BaseException, writer: _FileWriter) -> BaseException:
+    found = _find_os_error(err) or writer.error
     if found is not None and found.errno in _DISK_FULL_ERRNOS:
         msg = (
             f"cannot write {what} {target}: the disk is full ({os.strerror(found.errno)}). "
@@ -1059,11 +1126,11 @@ def _find_os_error(err: BaseException | None) -> OSError | None:
     return None
 
 
-def _torch_save(payload: dict[str, Any], writer: _HashingWriter) -> None:
+def _torch_save(payload: dict[str, Any], writer: _FileWriter) -> None:
     torch.save(payload, writer)  # type: ignore[arg-type]  # a file object is what it takes
 
 
-def _copy_file(source: Path, writer: _HashingWriter) -> None:
+def _copy_file(source: Path, writer: _FileWriter) -> None:
     buffer = bytearray(_READ_CHUNK_BYTES)
     view = memoryview(buffer)
     with source.open("rb", buffering=0) as stream:
@@ -1079,6 +1146,13 @@ def _fsync_directory(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
 
 
 def _unlink(path: Path) -> None:
@@ -1117,12 +1191,22 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _sha256_file(file: Path) -> str:
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        return _sha256_fd(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256_fd(fd: int) -> str:
+    """sha256 of the whole file open as ``fd``, read with ``pread`` (its offset untouched)."""
     digest = hashlib.sha256()
-    buffer = bytearray(_READ_CHUNK_BYTES)
+    buffer = bytearray(min(_READ_CHUNK_BYTES, max(os.fstat(fd).st_size, 1)))
     view = memoryview(buffer)
-    with file.open("rb", buffering=0) as stream:
-        while count := stream.readinto(buffer):
-            digest.update(view[:count])
+    offset = 0
+    while count := os.preadv(fd, [buffer], offset):
+        digest.update(view[:count])
+        offset += count
     return digest.hexdigest()
 
 
