@@ -1,5 +1,8 @@
 """The SQLite experiment store: runs, their attempts, and every metric value they logged.
 
+Each ``(run, metric name)`` is a series with an integer id; a metric row holds the series id,
+not the name, under one index ``(series_id, step)``: rows stay small and inserts cheap.
+
 A resumed run starts a new attempt; rows an earlier attempt logged after the resume step are
 kept but marked ``superseded_by`` that attempt, so the live timeline (``superseded_by IS
 NULL``) holds each step once and the dead attempt's history is still there to read.
@@ -45,19 +48,23 @@ MIGRATIONS: Sequence[Migration] = (
         resume_step INTEGER,
         PRIMARY KEY (run_id, attempt)
     );
-    CREATE TABLE run_metrics (
-        row_id INTEGER PRIMARY KEY,
+    CREATE TABLE run_series (
+        series_id INTEGER PRIMARY KEY AUTOINCREMENT,
         run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
-        attempt INTEGER NOT NULL,
         name TEXT NOT NULL,
+        UNIQUE (run_id, name)
+    );
+    CREATE INDEX run_series_name ON run_series (name);
+    CREATE TABLE run_metrics (
+        series_id INTEGER NOT NULL REFERENCES run_series (series_id) ON DELETE CASCADE,
+        attempt INTEGER NOT NULL,
         value REAL,
         epoch INTEGER,
         step INTEGER,
         logged_at REAL NOT NULL,
         superseded_by INTEGER
     );
-    CREATE INDEX run_metrics_run ON run_metrics (run_id, name, step);
-    CREATE INDEX run_metrics_live_name ON run_metrics (name, run_id) WHERE superseded_by IS NULL
+    CREATE INDEX run_metrics_series ON run_metrics (series_id, step)
     """,
 )
 
@@ -91,6 +98,7 @@ class SQLiteExperimentStore:
         self.location = str(location)
         self._connection = open_database(location, COMPONENT, MIGRATIONS)
         self._lock = threading.RLock()
+        self._series: dict[int, dict[str, int]] = {}  # run_id -> name -> series_id
 
     def close(self) -> None:
         with self._lock:
@@ -156,29 +164,50 @@ class SQLiteExperimentStore:
             )
             if resume_step is not None:
                 db.execute(
-                    "UPDATE run_metrics SET superseded_by = ? WHERE run_id = ? AND attempt < ?"
-                    " AND superseded_by IS NULL AND step > ?",
+                    "UPDATE run_metrics SET superseded_by = ? WHERE series_id IN"
+                    " (SELECT series_id FROM run_series WHERE run_id = ?)"
+                    " AND attempt < ? AND superseded_by IS NULL AND step > ?",
                     (attempt, run_id, attempt, resume_step),
                 )
         return attempt
 
     def add_metrics(self, run_id: int, attempt: int | None, rows: Iterable[MetricValues]) -> int:
-        with self._lock, transaction(self._connection) as db:
-            row = db.execute("SELECT attempt FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
-                raise self._unknown(run_id)
-            current = int(row[0]) if attempt is None else attempt
-            # the rows are consumed inside the transaction: a crash midway leaves none of them
-            cursor = db.executemany(
-                "INSERT INTO run_metrics (run_id, attempt, name, value, epoch, step, logged_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    (run_id, current, name, value, epoch, step, logged_at)
-                    for name, value, epoch, step, logged_at in rows
-                ),
-            )
-            count = cursor.rowcount
+        created: dict[str, int] = {}
+        with self._lock:
+            with transaction(self._connection) as db:
+                row = db.execute("SELECT attempt FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+                if row is None:
+                    raise self._unknown(run_id)
+                current = int(row[0]) if attempt is None else attempt
+                # the rows are consumed inside the transaction: a crash midway leaves none
+                batch = list(rows)
+                known = self._series.setdefault(run_id, {})
+                for name in {values[0] for values in batch}.difference(known):
+                    created[name] = self._series_id(db, run_id, name)
+                series = {**known, **created}
+                cursor = db.executemany(
+                    "INSERT INTO run_metrics (series_id, attempt, value, epoch, step, logged_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (series[name], current, value, epoch, step, logged_at)
+                        for name, value, epoch, step, logged_at in batch
+                    ],
+                )
+                count = cursor.rowcount
+            # cached only once committed: a rolled-back series id must not be reused
+            known.update(created)
         return int(count)
+
+    @staticmethod
+    def _series_id(db: sqlite3.Connection, run_id: int, name: str) -> int:
+        db.execute(
+            "INSERT INTO run_series (run_id, name) VALUES (?, ?) ON CONFLICT DO NOTHING",
+            (run_id, name),
+        )
+        row = db.execute(
+            "SELECT series_id FROM run_series WHERE run_id = ? AND name = ?", (run_id, name)
+        ).fetchone()
+        return int(row[0])
 
     def update_run(
         self,
@@ -253,18 +282,20 @@ class SQLiteExperimentStore:
         names: Sequence[str] | None = None,
         include_superseded: bool = False,
     ) -> list[MetricRow]:
-        clauses = ["run_id IN (SELECT value FROM json_each(?))"]
+        clauses = ["s.run_id IN (SELECT value FROM json_each(?))"]
         parameters: list[Any] = [json.dumps([int(run_id) for run_id in run_ids])]
         if names is not None:
-            clauses.append("name IN (SELECT value FROM json_each(?))")
+            clauses.append("s.name IN (SELECT value FROM json_each(?))")
             parameters.append(json.dumps(list(names)))
         if not include_superseded:
-            clauses.append("superseded_by IS NULL")
+            clauses.append("m.superseded_by IS NULL")
         with self._lock:
             rows = self._connection.execute(
-                "SELECT run_id, attempt, name, value, epoch, step, logged_at, superseded_by"
-                f" FROM run_metrics WHERE {' AND '.join(clauses)}"
-                " ORDER BY run_id, step, epoch, row_id",
+                "SELECT s.run_id, m.attempt, s.name, m.value, m.epoch, m.step, m.logged_at,"
+                " m.superseded_by FROM run_series AS s"
+                " JOIN run_metrics AS m ON m.series_id = s.series_id"
+                f" WHERE {' AND '.join(clauses)}"
+                " ORDER BY s.run_id, m.step, m.epoch, m.rowid",
                 parameters,
             ).fetchall()
         return [
@@ -282,13 +313,16 @@ class SQLiteExperimentStore:
         ]
 
     def metric_names(self, run_ids: Sequence[int] | None = None) -> list[str]:
-        query = "SELECT DISTINCT name FROM run_metrics WHERE superseded_by IS NULL"
+        query = (
+            "SELECT DISTINCT s.name FROM run_series AS s WHERE EXISTS (SELECT 1 FROM"
+            " run_metrics AS m WHERE m.series_id = s.series_id AND m.superseded_by IS NULL)"
+        )
         parameters: list[Any] = []
         if run_ids is not None:
-            query += " AND run_id IN (SELECT value FROM json_each(?))"
+            query += " AND s.run_id IN (SELECT value FROM json_each(?))"
             parameters.append(json.dumps([int(run_id) for run_id in run_ids]))
         with self._lock:
-            rows = self._connection.execute(query + " ORDER BY name", parameters).fetchall()
+            rows = self._connection.execute(query + " ORDER BY s.name", parameters).fetchall()
         return [row[0] for row in rows]
 
     def best_values(
@@ -302,10 +336,10 @@ class SQLiteExperimentStore:
         with self._lock:
             rows = self._connection.execute(
                 "SELECT run_id, value, epoch, step FROM ("
-                "  SELECT run_id, value, epoch, step, ROW_NUMBER() OVER ("
-                f"   PARTITION BY run_id ORDER BY value {direction}, step, row_id) AS rank"
-                "  FROM run_metrics"
-                "  WHERE name = ? AND superseded_by IS NULL AND value IS NOT NULL"
+                "  SELECT s.run_id, m.value, m.epoch, m.step, ROW_NUMBER() OVER ("
+                f"   PARTITION BY s.run_id ORDER BY m.value {direction}, m.step, m.rowid) AS rank"
+                "  FROM run_series AS s JOIN run_metrics AS m ON m.series_id = s.series_id"
+                "  WHERE s.name = ? AND m.superseded_by IS NULL AND m.value IS NOT NULL"
                 f") WHERE rank = 1 ORDER BY value {direction}, run_id LIMIT ?",
                 (metric, int(limit)),
             ).fetchall()
