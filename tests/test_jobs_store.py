@@ -348,3 +348,41 @@ def test_the_queue_shares_a_file_with_the_model_registry(
         )
     }
     assert {"jobs", "job_attempts", "job_schedules", "models"} <= tables
+
+
+def test_every_job_has_a_key_unique_across_stores_and_kept_across_attempts(
+    manager: JobManager, store: JobStore, tmp_path: Path, plugin_manager: PluginManager
+) -> None:
+    first, second = _submit(manager, 2)
+    stale = _claim(store, "w1", lease=0.01)
+    time.sleep(0.03)
+    claims = {claim.job_id: claim for claim in (_claim(store), _claim(store))}
+    assert claims[stale.job_id].job_uid == stale.job_uid != ""
+    assert claims[first].job_uid != claims[second].job_uid
+    other = JobManager(tmp_path / "other.db", plugin_manager=plugin_manager)
+    other.submit_job("quick", {})
+    assert _claim(other.store).job_uid not in {claim.job_uid for claim in claims.values()}
+
+
+def test_a_version_1_queue_migrates_with_its_jobs_and_attempts(
+    tmp_path: Path, plugin_manager: PluginManager
+) -> None:
+    from treadle_sqlite.connection import open_database
+    from treadle_sqlite.job_store import MIGRATIONS
+
+    location = tmp_path / "old.db"
+    old = open_database(location, "jobs", MIGRATIONS[:1])
+    old.execute(
+        "INSERT INTO jobs (job_type, status, priority, config, created_at, max_retries,"
+        " available_at, attempt) VALUES ('quick', 'pending', 5, '{}', '2026-01-01', 3, 0, 1)"
+    )
+    old.execute(
+        "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome)"
+        " VALUES (1, 1, 'w0', '2026-01-01', 'handed_back')"
+    )
+    old.close()
+    manager = JobManager(location, plugin_manager=plugin_manager)
+    job = manager.get_job(1)
+    assert [(a.worker_id, a.outcome) for a in job.attempts] == [("w0", "handed_back")]
+    claim = _claim(manager.store)
+    assert (claim.job_id, claim.attempt, len(claim.job_uid)) == (1, 2, 32)

@@ -13,6 +13,7 @@ import builtins
 import json
 import sqlite3
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,31 @@ MIGRATIONS: Sequence[Migration] = (
         last_job_id INTEGER
     )
     """,
+    # 2: a key unique across stores, so that effects keyed by job (registry entries) never
+    # confuse two stores' job 1. Fewer pages written per claim and complete (the commit is
+    # most of their cost): no status index (listing by status scans the primary key), and
+    # attempts without a separate rowid tree.
+    """
+    ALTER TABLE jobs ADD COLUMN uid TEXT;
+    UPDATE jobs SET uid = lower(hex(randomblob(16))) WHERE uid IS NULL;
+    CREATE UNIQUE INDEX jobs_uid ON jobs (uid);
+    DROP INDEX jobs_status;
+    CREATE TABLE job_attempts_2 (
+        job_id INTEGER NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+        attempt INTEGER NOT NULL,
+        worker_id TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        retry_delay REAL,
+        PRIMARY KEY (job_id, attempt)
+    ) WITHOUT ROWID;
+    INSERT INTO job_attempts_2 SELECT job_id, attempt, worker_id, started_at, finished_at,
+        outcome, error, retry_delay FROM job_attempts;
+    DROP TABLE job_attempts;
+    ALTER TABLE job_attempts_2 RENAME TO job_attempts
+    """,
 )
 
 _JOB_COLUMNS = (
@@ -149,7 +175,7 @@ class SQLiteJobStore:
         with transaction(self._connection) as db:
             row = db.execute(
                 "INSERT INTO jobs (job_type, status, priority, config, created_at, max_retries,"
-                " timeout_seconds, available_at) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?)"
+                " timeout_seconds, available_at, uid) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING job_id",
                 (
                     job_type,
@@ -159,6 +185,7 @@ class SQLiteJobStore:
                     max_retries,
                     timeout_seconds,
                     now if available_at is None else available_at,
+                    uuid.uuid4().hex,
                 ),
             ).fetchone()
         return int(row[0])
@@ -252,16 +279,19 @@ class SQLiteJobStore:
         ``failed`` / ``cancelled`` when that is what they are owed), their attempt recorded as
         ``lease_expired``.
         """
+        # INDEXED BY: left to itself the planner takes jobs_status and sorts every pending
+        # job on each claim (O(queue), measured 1.5 ms at 2,000 pending)
         now = time.time()
         with transaction(self._connection) as db:
             self._expire_leases(db, now)
             row = db.execute(
                 "UPDATE jobs SET status = 'running', worker_id = ?, attempt = attempt + 1,"
                 " lease_expires_at = ?, started_at = ? WHERE job_id = ("
-                "  SELECT job_id FROM jobs WHERE status = 'pending' AND available_at <= ?"
+                "  SELECT job_id FROM jobs INDEXED BY jobs_claim_order"
+                "  WHERE status = 'pending' AND available_at <= ?"
                 "  ORDER BY priority DESC, job_id LIMIT 1)"
                 " RETURNING job_id, attempt, job_type, config, max_retries, failures,"
-                " timeout_seconds",
+                " timeout_seconds, uid",
                 (worker_id, now + lease_seconds, _iso(now), now),
             ).fetchone()
             if row is None:
@@ -280,12 +310,13 @@ class SQLiteJobStore:
             max_retries=row["max_retries"],
             failures=row["failures"],
             timeout_seconds=row["timeout_seconds"],
+            job_uid=row["uid"],
         )
 
     def _expire_leases(self, db: sqlite3.Connection, now: float) -> None:
         expired = db.execute(
             "SELECT job_id, attempt, worker_id, failures, max_retries, cancel_requested"
-            " FROM jobs WHERE status = 'running' AND lease_expires_at < ?",
+            " FROM jobs INDEXED BY jobs_lease WHERE status = 'running' AND lease_expires_at < ?",
             (now,),
         ).fetchall()
         for job in expired:
@@ -347,11 +378,12 @@ class SQLiteJobStore:
         """Record the result of ``claim``'s attempt; ``False`` (and nothing written) when the
         claim was lost."""
         now = time.time()
+        result_text = _dumps(result)  # before the write lock: raises on non-JSON results
         with transaction(self._connection) as db:
             updated = db.execute(
                 "UPDATE jobs SET status = 'completed', result = ?, completed_at = ?,"
                 f" error_message = NULL, lease_expires_at = NULL WHERE {self._OWNED}",
-                (_dumps(result), _iso(now), claim.job_id, claim.worker_id, claim.attempt),
+                (result_text, _iso(now), claim.job_id, claim.worker_id, claim.attempt),
             ).rowcount
             if updated:
                 self._finish_attempt(db, claim.job_id, claim.attempt, "completed", None, now)
@@ -530,7 +562,8 @@ class SQLiteJobStore:
         with transaction(self._connection) as db:
             row = db.execute(
                 "INSERT INTO jobs (job_type, status, priority, config, created_at, max_retries,"
-                " available_at, schedule_id, dedupe_key) VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?)"
+                " available_at, schedule_id, dedupe_key, uid)"
+                " VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (dedupe_key) DO NOTHING RETURNING job_id",
                 (
                     schedule.job_type,
@@ -541,6 +574,7 @@ class SQLiteJobStore:
                     now,
                     schedule.schedule_id,
                     dedupe_key,
+                    uuid.uuid4().hex,
                 ),
             ).fetchone()
             job_id = None if row is None else int(row[0])

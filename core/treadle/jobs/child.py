@@ -42,6 +42,7 @@ class ChildRequest:
     output_dir: str
     store_location: str
     claimed_at: float
+    job_uid: str = ""
 
 
 def child_is_ready() -> None:
@@ -89,6 +90,7 @@ def _run(request: ChildRequest, output_dir: Path) -> dict[str, Any]:
         store_location=request.store_location,
         claimed_at=request.claimed_at,
         plugin_manager=plugin_manager,
+        job_uid=request.job_uid,
     )
     return dict(job_type.run(context))
 

@@ -24,6 +24,7 @@ class JobContext:
     :ivar store_location: the job store's location (to read job history).
     :ivar claimed_at: when the worker claimed this attempt (seconds since the epoch).
     :ivar plugin_manager: the plugin manager to look things up in.
+    :ivar job_uid: the job's key in its store, the same on every attempt.
     """
 
     job_id: int
@@ -35,9 +36,11 @@ class JobContext:
     store_location: str
     claimed_at: float
     plugin_manager: PluginManager
+    job_uid: str = ""
 
     @property
     def job_key(self) -> str:
-        """``job-<id>``: the key a job's registry writes carry, the same on every attempt, so
-        a retried or reclaimed job never registers two models."""
-        return f"job-{self.job_id}"
+        """``job-<id>-<uid>``: the key a job's registry writes carry, the same on every attempt
+        and unique across job stores, so a retried or reclaimed job never registers two
+        models."""
+        return f"job-{self.job_id}-{self.job_uid}" if self.job_uid else f"job-{self.job_id}"

@@ -298,6 +298,7 @@ class JobExecutor:
                     output_dir=str(output_dir),
                     store_location=self.manager.location,
                     claimed_at=time.time(),
+                    job_uid=claim.job_uid,
                 )
             )
         except OSError as err:

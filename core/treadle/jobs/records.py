@@ -117,6 +117,7 @@ class Claim:
     ``(job_id, worker_id, attempt)`` and changes nothing once another claim replaced it.
 
     :ivar failures: failed attempts before this one.
+    :ivar job_uid: the job's key, unique across stores and the same on every attempt.
     """
 
     job_id: int
@@ -127,6 +128,7 @@ class Claim:
     max_retries: int
     failures: int
     timeout_seconds: float | None = None
+    job_uid: str = ""
 
     @property
     def retries_left(self) -> int:
