@@ -463,27 +463,24 @@ def _frame(entries: Sequence[ModelRegistryEntry]) -> pandas.DataFrame:
     metric_names: dict[str, None] = {}
     for entry in entries:
         metric_names.update(dict.fromkeys(entry.metrics))
-    columns = {name: f"metric:{name}" if name in ENTRY_COLUMNS else name for name in metric_names}
-    rows = []
-    for entry in entries:
-        row: dict[str, Any] = {
-            "model_id": entry.model_id,
-            "name": entry.name,
-            "version": entry.version,
-            "status": entry.status,
-            "tags": ",".join(entry.tags),
-            "task_type": entry.task_type,
-            "created_at": entry.created_at,
-            "model_size_mb": entry.model_size_mb,
-            "memory_req_gb": entry.memory_req_gb,
-            "training_run_id": entry.training_run_id,
-            "parent_model_id": entry.parent_model_id,
-            "config_hash": entry.config_hash,
-            "checkpoint_path": entry.checkpoint_path,
-            "export_formats": ",".join(entry.export_formats),
-            "job_key": entry.job_key,
-        }
-        for name, column in columns.items():
-            row[column] = entry.metrics.get(name, math.nan)
-        rows.append(row)
-    return pandas.DataFrame(rows, columns=[*ENTRY_COLUMNS, *columns.values()])
+    data: dict[str, list[Any]] = {
+        "model_id": [entry.model_id for entry in entries],
+        "name": [entry.name for entry in entries],
+        "version": [entry.version for entry in entries],
+        "status": [entry.status for entry in entries],
+        "tags": [",".join(entry.tags) for entry in entries],
+        "task_type": [entry.task_type for entry in entries],
+        "created_at": [entry.created_at for entry in entries],
+        "model_size_mb": [entry.model_size_mb for entry in entries],
+        "memory_req_gb": [entry.memory_req_gb for entry in entries],
+        "training_run_id": [entry.training_run_id for entry in entries],
+        "parent_model_id": [entry.parent_model_id for entry in entries],
+        "config_hash": [entry.config_hash for entry in entries],
+        "checkpoint_path": [entry.checkpoint_path for entry in entries],
+        "export_formats": [",".join(entry.export_formats) for entry in entries],
+        "job_key": [entry.job_key for entry in entries],
+    }
+    for name in metric_names:
+        column = f"metric:{name}" if name in ENTRY_COLUMNS else name
+        data[column] = [entry.metrics.get(name, math.nan) for entry in entries]
+    return pandas.DataFrame(data, columns=list(data))

@@ -71,6 +71,10 @@ _COLUMNS = (
 )
 
 
+def _list(text: str) -> tuple[str, ...]:
+    return () if text == "[]" else tuple(json.loads(text))
+
+
 def _entry(row: sqlite3.Row) -> ModelRegistryEntry:
     return ModelRegistryEntry(
         model_id=row["model_id"],
@@ -83,11 +87,11 @@ def _entry(row: sqlite3.Row) -> ModelRegistryEntry:
         parent_model_id=row["parent_model_id"],
         created_at=row["created_at"],
         metrics=decode_metrics(json.loads(row["metrics"])),
-        export_formats=tuple(json.loads(row["export_formats"])),
+        export_formats=_list(row["export_formats"]),
         model_size_mb=float(row["model_size_mb"]),
         memory_req_gb=float(row["memory_req_gb"]),
         status=row["status"],
-        tags=tuple(sorted(json.loads(row["tags"]))),
+        tags=tuple(sorted(_list(row["tags"]))),
         job_key=row["job_key"],
         has_data_profile=bool(row["has_data_profile"]),
     )
