@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -228,3 +229,18 @@ def test_sigterm_hands_back_a_job_that_outlasts_the_grace_period(jobs_env: JobsE
     assert "did not finish within 0.3 s" in (job.attempts[0].error or "")
     # handed back, not failed: the next worker runs it as attempt 2 at once
     assert manager.store.claim("w2", lease_seconds=5) is not None
+
+
+@pytest.mark.slow
+def test_a_second_sigterm_hands_the_job_back_at_once(jobs_env: JobsEnv) -> None:
+    manager = jobs_env.manager()
+    job_id = manager.submit_job("sleep", jobs_env.config(seconds=30.0))
+    worker = jobs_env.start_worker("w1", "--shutdown-grace", "60")
+    jobs_env.wait_for(lambda: bool(jobs_env.marks("started")))
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.3)  # two signals close together may arrive as one
+    assert worker.poll() is None  # the first only stopped the claiming
+    worker.send_signal(signal.SIGTERM)
+    report = json.loads(finish(worker, 10))  # long before the 60 s grace
+    assert report["handed_back"] == 1
+    assert manager.get_job(job_id).status == "pending"

@@ -45,6 +45,8 @@ AttemptResult = Literal["completed", "failed", "retrying", "cancelled", "handed_
 
 #: the longest a worker waits between two looks at its child (stop requests, heartbeats)
 _TICK_SECONDS = 0.25
+#: claims failing in a row (a store that stays unreachable) before the worker gives up
+_MAX_CLAIM_FAILURES = 10
 
 
 @attrs.define
@@ -157,6 +159,7 @@ class JobExecutor:
         self.launcher = ChildLauncher(warm=warm, preload=preload)
         self._stop_requested_at: float | None = None
         self._stop_reason = ""
+        self._claim_failures = 0
 
     # -- control -------------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ class JobExecutor:
                 if max_jobs is not None and report.attempts >= max_jobs:
                     report.stop_reason = f"max_jobs ({max_jobs}) reached"
                     break
-                claim = self.manager.store.claim(self.worker_id, lease_seconds=self.lease_seconds)
+                claim = self._claim()
                 if claim is None:
                     idle = time.monotonic() - idle_since
                     if idle_exit_seconds is not None and idle >= idle_exit_seconds:
@@ -237,6 +240,28 @@ class JobExecutor:
             restore()
         logger.info("worker %s stopped: %s", self.worker_id, report.stop_reason)
         return report
+
+    def _claim(self) -> Claim | None:
+        """The next job, or ``None``; a store error (busy, briefly unreachable) is logged and
+        retried at the next poll, and raised once it has failed this many times in a row."""
+        try:
+            claim = self.manager.store.claim(self.worker_id, lease_seconds=self.lease_seconds)
+        except Exception as err:  # the backend's own error types: sqlite3, psycopg, OSError
+            self._claim_failures += 1
+            if self._claim_failures >= _MAX_CLAIM_FAILURES:
+                err.add_note(
+                    f"worker {self.worker_id}: {self._claim_failures} claims failed in a row"
+                )
+                raise
+            logger.warning(
+                "worker %s could not claim (%s: %s); retrying",
+                self.worker_id,
+                type(err).__name__,
+                err,
+            )
+            return None
+        self._claim_failures = 0
+        return claim
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():
