@@ -182,6 +182,22 @@ def test_close_while_an_error_is_handled_marks_the_run_failed(tmp_path: Path) ->
     assert run.ended_at is not None
 
 
+def test_only_rank_0_records_a_distributed_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RANK", "1")
+    location = tmp_path / "e.db"
+    config = TrainingConfig(experiment_location=str(location))
+    sink = ExperimentLogger(training_config=config, run_dir=tmp_path)
+    assert not sink.is_recording
+    assert logger_for(config) is None
+    sink.log_metrics({"epoch": 0, "loss": 1.0}, 1)
+    sink.close()
+    assert not location.exists()
+    monkeypatch.setenv("RANK", "0")
+    assert ExperimentLogger(location=location).is_recording
+
+
 def _view(config: TrainingConfig, global_step: int) -> Any:
     return SimpleNamespace(training_config=config, global_step=global_step, epoch=0)
 

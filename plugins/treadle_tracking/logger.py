@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 import weakref
@@ -78,6 +79,8 @@ class ExperimentLogger:
     :param run_name: overrides ``training_config.run_name``.
     :param flush_rows: buffered rows that trigger a write.
     :param flush_seconds: age of the oldest buffered row that triggers a write.
+    :ivar is_recording: ``False`` in a process whose ``RANK`` (set by torchrun) is not 0: such
+        a logger takes metrics and writes nothing, so a distributed run is recorded once.
     :raises StorageError: the location cannot be opened (at construction, before training).
     """
 
@@ -107,7 +110,9 @@ class ExperimentLogger:
         self.run_id: int | None = None
         self.attempt: int | None = None
         self.status: str | None = None
-        self._db: ExperimentDB | None = ExperimentDB(self.location)
+        # under torchrun every process builds its loggers: only rank 0 records the run
+        self.is_recording = os.environ.get("RANK", "0") in ("", "0")
+        self._db: ExperimentDB | None = ExperimentDB(self.location) if self.is_recording else None
         self._buffer: list[MetricValues] = []
         self._oldest: float | None = None
         self._epoch: int | None = None
@@ -116,7 +121,7 @@ class ExperimentLogger:
         self._resume_epoch: int | None = None
         self._checked_names: set[str] = set()
         self._closed = False
-        if training_config is not None:
+        if training_config is not None and self.is_recording:
             _ACTIVE[id(training_config)] = self
 
     def _default_name(self) -> str:
@@ -135,6 +140,8 @@ class ExperimentLogger:
         if self._closed:
             msg = f"The 'experiment' logger of run {self.run_id} is closed; it takes no metrics."
             raise ValueError(msg)
+        if not self.is_recording:
+            return
         now = time.time()
         if self._oldest is None:
             self._oldest = now
@@ -315,6 +322,8 @@ class ExperimentLogger:
         if self._closed:
             return
         self._closed = True
+        if not self.is_recording:
+            return
         try:
             self.flush()
             if self.status is None and self.run_id is not None:
