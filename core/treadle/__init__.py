@@ -13,6 +13,7 @@ import pluggy
 
 from treadle.errors import (
     ConfigError,
+    DataError,
     PluginConflictError,
     PluginError,
     PluginLoadError,
@@ -30,7 +31,10 @@ hookimpl = pluggy.HookimplMarker("treadle")
 if TYPE_CHECKING:
     from treadle.config import PluginsConfig, TrainingConfig, TrainingConfigBuilder
     from treadle.control import TrainerControl
+    from treadle.collators import CollatorRegistry
+    from treadle.data import DataLoaderConfig, DataLoaderFactory, UniversalDataModule
     from treadle.engine.accumulation import AccumulationStats, GradientAccumulator
+    from treadle.engine.checkpoints import CheckpointManager, CheckpointMetadata
     from treadle.engine.drift import DriftMetrics, build_profile
     from treadle.engine.gradient_monitor import (
         GradientHealth,
@@ -41,7 +45,11 @@ if TYPE_CHECKING:
     from treadle.engine.metrics import AlertConfig, MetricsEngine
     from treadle.engine.tracker import MetricsTracker
     from treadle.engine.trainer import Trainer
+    from treadle.experiments import ExperimentDB
     from treadle.export import ExportError, create_export_bundle
+    from treadle.losses import LossInputs, LossStrategyRegistry, ModelOutput, get_loss_strategy
+    from treadle.model_registry import ModelRegistry
+    from treadle.storage import ModelRegistryEntry, open_store
     from treadle.plugins import PluginManager, get_plugin_manager, get_registry, make_plugin_manager
     from treadle.seed import set_random_seed
     from treadle.task import TaskSpec
@@ -62,6 +70,22 @@ _LAZY: dict[str, str] = {
     "DriftMetrics": "treadle.engine.drift",
     "build_profile": "treadle.engine.drift",
     "MetricsTracker": "treadle.engine.tracker",
+    "CheckpointManager": "treadle.engine.checkpoints",
+    "CheckpointMetadata": "treadle.engine.checkpoints",
+    # losses, collators, data
+    "LossInputs": "treadle.losses",
+    "LossStrategyRegistry": "treadle.losses",
+    "ModelOutput": "treadle.losses",
+    "get_loss_strategy": "treadle.losses",
+    "CollatorRegistry": "treadle.collators",
+    "DataLoaderConfig": "treadle.data",
+    "DataLoaderFactory": "treadle.data",
+    "UniversalDataModule": "treadle.data",
+    # storage
+    "ModelRegistry": "treadle.model_registry",
+    "ModelRegistryEntry": "treadle.storage",
+    "ExperimentDB": "treadle.experiments",
+    "open_store": "treadle.storage",
     # export
     "create_export_bundle": "treadle.export",
     "ExportError": "treadle.export",
@@ -80,6 +104,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "ConfigError",
+    "DataError",
     "PluginConflictError",
     "PluginError",
     "PluginLoadError",

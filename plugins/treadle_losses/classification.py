@@ -144,6 +144,11 @@ def check_class_ids(
 ) -> None:
     """Raise ``ValueError`` listing the labels outside ``[0, num_classes)`` (other than
     ``ignore_index``) and where they are."""
+    if labels.numel() == 0:
+        return
+    low, high = torch.aminmax(labels)  # one pass: the common, valid case costs one kernel
+    if int(low) >= 0 and int(high) < num_classes:
+        return
     bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
     if bool(bad.any()):
         positions = bad.nonzero()
