@@ -113,7 +113,8 @@ def check_bundle(export_dir: Path) -> dict[str, Any]:
             text=True,
             check=False,
         )
-        print(done.stdout.strip())
+        output = done.stdout.strip()
+        print(output if len(output) < 400 else f"{output[:400]}...")
         if done.returncode != 0:
             raise SystemExit(f"inference.py {' '.join(extra)} failed:\n{done.stderr}")
     manifest: dict[str, Any] = json.loads((export_dir / "manifest.json").read_text())
