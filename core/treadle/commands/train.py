@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import math
 import os
 import signal
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
     from treadle.config import TrainingConfig
+    from treadle.engine.distributed import DistributedContext
     from treadle.plugins import PluginManager
     from treadle.task import TaskSpec
 
@@ -310,19 +312,33 @@ class TrainCommand:
             manager = make_plugin_manager(disabled=[*disabled_from_env(), *config.plugins.disable])
         if config.plugins.require:
             check_requirements(config.plugins.require)
-        run_dir = args.run_dir or _next_run_dir(
-            Path(config.checkpoint_dir), config.run_name or "run", args.resume
-        )
-        config = attrs.evolve(
-            config, checkpoint_dir=str(run_dir), resume="auto" if args.resume else config.resume
-        )
-        job = build_job(config, manager)
-        if args.plan:
-            from treadle.commands.plan import describe_plan
+        from treadle.engine.distributed import call_on_main, distributed_session
+        from treadle.engine.trainer import resolve_device
 
-            sys.stdout.write(describe_plan(resolved, config, job, manager) + "\n")
-            return 0
-        return self._train(args, config, job, manager, run_dir)
+        # under torchrun: one process group for the whole command, so that rank 0 alone
+        # chooses the run folder and prints
+        with distributed_session(resolve_device(config.device)) as distributed:
+            if distributed is not None and not distributed.is_main:
+                logging.getLogger("treadle").setLevel(logging.WARNING)
+            run_dir = args.run_dir or call_on_main(
+                distributed,
+                lambda: _next_run_dir(
+                    Path(config.checkpoint_dir), config.run_name or "run", args.resume
+                ),
+            )
+            config = attrs.evolve(
+                config,
+                checkpoint_dir=str(run_dir),
+                resume="auto" if args.resume else config.resume,
+            )
+            job = build_job(config, manager)
+            if args.plan:
+                from treadle.commands.plan import describe_plan
+
+                if distributed is None or distributed.is_main:
+                    sys.stdout.write(describe_plan(resolved, config, job, manager) + "\n")
+                return 0
+            return self._train(args, config, job, manager, run_dir, distributed)
 
     def _train(
         self,
@@ -331,11 +347,14 @@ class TrainCommand:
         job: Job,
         manager: PluginManager,
         run_dir: Path,
+        distributed: DistributedContext | None = None,
     ) -> int:
         from treadle.engine.trainer import Trainer
 
+        is_main = distributed is None or distributed.is_main
+        world_size = 1 if distributed is None else distributed.world_size
         record: list[list[float]] | None = [] if args.record else None
-        batches = math.ceil(len(job.train_data) / config.batch_size)
+        batches = math.ceil(len(job.train_data) / (config.batch_size * world_size))
         progress = _Progress(
             sys.stderr,
             config.epochs,
@@ -349,13 +368,15 @@ class TrainCommand:
             config=job.model_config,
             training_config=config,
             task_spec=job.task_spec,
-            hooks=progress,
+            hooks=progress if is_main else None,  # console output from rank 0 alone
             device=config.device,
             plugin_manager=manager,
             profile_hooks=args.profile_hooks,
         )
         progress.state = trainer.state
         results = trainer.train(job.train_data, job.val_data)
+        if not is_main:
+            return 0
         if args.record:
             args.record.write_text(
                 json.dumps({"losses": record, "parameters": parameter_digest(job.model)}),

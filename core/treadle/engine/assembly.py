@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from treadle.engine.distributed import DistributedContext
     from treadle.engine.loops import EpochResult
     from treadle.engine.trainer import Trainer
     from treadle.protocols import MetricLogger
@@ -36,15 +37,24 @@ def logger_names(trainer: Trainer) -> list[str]:
 
 class EngineParts:
     """Builds and holds a run's accumulator, monitor, checkpoint manager, metrics engine and
-    loggers; the Trainer talks to them only through this object's methods."""
+    loggers; the Trainer talks to them only through this object's methods.
 
-    def __init__(self, trainer: Trainer, run_dir: Path) -> None:
+    In a distributed run (``distributed`` given) only rank 0 has loggers and writes
+    checkpoints; the other ranks open the checkpoint folder after rank 0 did, to read from it
+    when resuming. Saving and loading are then collectives: every rank calls them.
+    """
+
+    def __init__(
+        self, trainer: Trainer, run_dir: Path, *, distributed: DistributedContext | None = None
+    ) -> None:
         from treadle.engine.accumulation import GradientAccumulator
         from treadle.engine.checkpoints import CheckpointManager
         from treadle.engine.gradient_monitor import GradientMonitor
         from treadle.engine.metrics import AlertConfig, MetricsEngine, build_loggers
 
         config = trainer.training_config
+        self.distributed = distributed
+        self.is_main = distributed is None or distributed.is_main
         self.accumulator = GradientAccumulator(
             accumulation_steps=config.gradient_accumulation_steps,
             max_gradient_norm=config.max_grad_norm,
@@ -57,6 +67,10 @@ class EngineParts:
             log_distribution=False,
             critical_action=config.gradient_critical_action,
         )
+        if not self.is_main:
+            assert distributed is not None
+            # rank 0 first: opening sweeps stray files and may rewrite the index
+            distributed.barrier()
         self.checkpoints = CheckpointManager(
             checkpoint_dir=str(run_dir),
             keep_best_k=config.keep_best_k,
@@ -66,12 +80,18 @@ class EngineParts:
             save_interval_epochs=1,  # the Trainer decides when to save
             async_save=config.async_checkpointing,
         )
+        if distributed is not None and self.is_main:
+            distributed.barrier()
         self._closed = False
-        self.loggers: list[MetricLogger] = build_loggers(
-            logger_names(trainer),
-            training_config=config,
-            run_dir=run_dir,
-            plugin_manager=trainer.plugin_manager,
+        self.loggers: list[MetricLogger] = (
+            build_loggers(
+                logger_names(trainer),
+                training_config=config,
+                run_dir=run_dir,
+                plugin_manager=trainer.plugin_manager,
+            )
+            if self.is_main
+            else []
         )
         self.metrics_engine = MetricsEngine(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -116,17 +136,27 @@ class EngineParts:
         trainer_state: dict[str, Any],
         global_step: int,
     ) -> Any:
-        return self.checkpoints.save_checkpoint(
-            epoch,
-            dict(metrics),
-            model,
-            optimizer,
-            scheduler,
-            None,
-            scaler=scaler,
-            trainer_state=trainer_state,
-            global_step=global_step,
-        )
+        """Write a checkpoint; distributed, rank 0 writes the unwrapped model's full state
+        (gathered from the shards under FSDP) and every rank waits until it is written."""
+        distributed = self.distributed
+        if distributed is not None:
+            model, optimizer = distributed.checkpoint_sources(model, optimizer)
+        saved = None
+        if self.is_main:
+            saved = self.checkpoints.save_checkpoint(
+                epoch,
+                dict(metrics),
+                model,
+                optimizer,
+                scheduler,
+                None,
+                scaler=scaler,
+                trainer_state=trainer_state,
+                global_step=global_step,
+            )
+        if distributed is not None:
+            distributed.barrier()
+        return saved
 
     def load_for_resume(
         self,
@@ -139,11 +169,17 @@ class EngineParts:
         """Load ``target`` (a path, or ``auto`` for the newest valid checkpoint of this run)
         into the parts; ``None`` when ``auto`` finds nothing to resume."""
         path: Path | str | None = target
+        distributed = self.distributed
         if target == "auto":
-            path = self.checkpoints.latest_valid_checkpoint()
+            path = self.checkpoints.latest_valid_checkpoint() if self.is_main else None
+            if distributed is not None:
+                # rank 0's choice: every rank must load the same file
+                path = distributed.broadcast(None if path is None else str(path))
             if path is None:
                 logger.info("resume='auto': no checkpoint in %s; starting fresh", self.run_dir)
                 return None
+        if distributed is not None:
+            model, optimizer = distributed.checkpoint_targets(model, optimizer)
         return self.checkpoints.load_checkpoint(
             str(path), model, optimizer, scheduler, scaler=scaler
         )
@@ -154,7 +190,10 @@ class EngineParts:
 
     def best_checkpoint(self) -> str | None:
         best = self.checkpoints.get_best_checkpoint()
-        return None if best is None else str(best)
+        found = None if best is None else str(best)
+        if self.distributed is not None:
+            found = self.distributed.broadcast(found)  # rank 0 alone saved
+        return found
 
     def close(self) -> None:
         """Finish pending checkpoint writes and close the loggers (both attempted, once)."""

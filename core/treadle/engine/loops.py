@@ -23,6 +23,7 @@ from treadle.engine.view import RunState
 
 if TYPE_CHECKING:
     from treadle.engine.dispatch import LifecycleDispatch
+    from treadle.engine.distributed import DistributedContext
     from treadle.engine.precision import Precision
     from treadle.protocols import LossStrategy, StreamingMetric, TrainerView
 
@@ -167,6 +168,12 @@ class TrainingLoop:
     :param scaler: the fp16 gradient scaler, when ``precision`` needs one.
     :param pad_token_id: passed to the loss in ``LossInputs``.
     :param log_every_n_steps: ``metrics_callback`` is called every this many optimizer steps.
+    :param distributed: the run's :class:`~treadle.engine.distributed.DistributedContext`
+        (the model handed to :meth:`run_epoch` is then its DDP or FSDP module): the window's
+        item count is summed over the ranks, the loss is scaled so that DDP's averaging gives
+        the gradient of one process over the global batch, gradients are synchronized only on
+        a window's last micro-batch, and the epoch's loss is the mean over every rank's
+        batches.
     """
 
     def __init__(
@@ -184,6 +191,7 @@ class TrainingLoop:
         scaler: torch.amp.GradScaler | None = None,
         pad_token_id: int | None = None,
         log_every_n_steps: int = 1,
+        distributed: DistributedContext | None = None,
     ) -> None:
         if dispatch is not None and view is None:
             msg = "TrainingLoop needs the trainer view its hooks receive: pass view="
@@ -201,6 +209,9 @@ class TrainingLoop:
         self.scaler = scaler
         self.pad_token_id = pad_token_id
         self.log_every_n_steps = log_every_n_steps
+        self.distributed = distributed
+        #: DDP averages gradients over the ranks; the loss is multiplied back by this
+        self._gradient_scale = 1 if distributed is None else distributed.world_size
         count_items = getattr(loss_strategy, "count_items", None)
         self._count_items: Callable[[torch.Tensor, Any], Any] | None = (
             count_items if callable(count_items) else None
@@ -259,13 +270,23 @@ class TrainingLoop:
                 break
         progress.seconds = time.perf_counter() - started
         batches = progress.batches
-        mean_loss = float(progress.loss_sum.item()) / batches if batches else float("nan")
+        samples = progress.samples
+        if self.distributed is not None:
+            # every rank's batches weigh alike: sums and counts, not a mean of rank means
+            loss_total, batches, samples = self.distributed.sum_epoch(
+                progress.loss_sum, batches, samples
+            )
+        else:
+            loss_total = float(progress.loss_sum.item())
+        mean_loss = loss_total / batches if batches else float("nan")
         norm = self.last_gradient_norm
+        if norm is not None and hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()  # FSDP: a replicated DTensor
         return EpochResult(
             epoch=epoch,
             loss=mean_loss,
             epoch_duration_seconds=progress.seconds,
-            num_samples=progress.samples,
+            num_samples=samples,
             num_batches=batches,
             learning_rate=_learning_rate(optimizer),
             global_step=state.global_step,
@@ -287,11 +308,16 @@ class TrainingLoop:
         control = self.control
         state = self.state
         on_cpu = device.type == "cpu"
+        distributed = self.distributed
         window_items: Any = None
         item_counts: list[Any] | None = None
-        if len(window) > 1 or self.accumulation_steps > 1:
+        if distributed is not None or len(window) > 1 or self.accumulation_steps > 1:
             item_counts = [self._items_of(batch) for batch in window]
             window_items = sum(item_counts)
+            if distributed is not None:
+                # the loss divides by the global batch's items; DDP then averages over ranks
+                window_items = distributed.sum_items(window_items)
+        last_position = len(window) - 1
         reported: torch.Tensor | None = None
         for position, raw_batch in enumerate(window):
             if not self._checked_inputs:
@@ -304,25 +330,33 @@ class TrainingLoop:
                 dispatch.on_batch_start(
                     trainer=view, batch_index=batch_index, batch=batch, control=control
                 )
-            loss = self._forward_loss(model, batch, window_items)
-            if item_counts is None:
-                reported = loss
-            elif self._count_items is not None:
-                # the loss is this batch's sum over the window's items: undo that for reports
-                reported = loss * (window_items / item_counts[position])
-            else:
-                reported = loss
-                loss = loss * (item_counts[position] / window_items)
-            if dispatch is not None and dispatch.on_before_backward is not None:
-                replacement = dispatch.on_before_backward(
-                    trainer=view, batch_index=batch_index, loss=loss, control=control
-                )
-                if replacement is not None:
-                    loss = replacement
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-            else:
-                loss.backward()  # type: ignore[no-untyped-call]
+            with (
+                _NO_SYNC
+                if distributed is None
+                else distributed.micro_batch(position == last_position)
+            ):
+                loss = self._forward_loss(model, batch, window_items)
+                if item_counts is None:
+                    reported = loss
+                elif self._count_items is not None:
+                    # the loss is this batch's sum over the window's items: undo that for reports
+                    items = item_counts[position]
+                    reported = loss * (window_items / items) if items else loss
+                else:
+                    reported = loss
+                    loss = loss * (item_counts[position] / window_items)
+                if dispatch is not None and dispatch.on_before_backward is not None:
+                    replacement = dispatch.on_before_backward(
+                        trainer=view, batch_index=batch_index, loss=loss, control=control
+                    )
+                    if replacement is not None:
+                        loss = replacement
+                if self._gradient_scale != 1:
+                    loss = loss * self._gradient_scale
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+                else:
+                    loss.backward()  # type: ignore[no-untyped-call]
             if dispatch is not None and dispatch.on_after_backward is not None:
                 dispatch.on_after_backward(trainer=view, batch_index=batch_index, control=control)
             reported = reported.detach()
@@ -375,8 +409,14 @@ class TrainingLoop:
         monitor = self.gradient_monitor
         if monitor is not None:
             # before clipping: the monitor judges the norm the model produced
-            health = monitor.check_step(model, step=self.state.global_step)
+            watched = (
+                model if self.distributed is None else self.distributed.watched_gradients(model)
+            )
+            health = monitor.check_step(watched, step=self.state.global_step)
             skip_step = health is not None and health.skip_optimizer_step
+            if health is not None and self.distributed is not None:
+                # sharded gradients give each rank its own figures: skip together
+                skip_step = self.distributed.any_true(skip_step)
         if self._clip_with_accumulator:
             self.last_gradient_norm = self.gradient_accumulator.clip_gradients(model)
         elif self.gradient_clip_norm is not None:
@@ -413,6 +453,8 @@ class _NoAutocast:
 
 
 _NO_AUTOCAST = _NoAutocast()
+#: the same do-nothing context, where no gradient synchronization is to be held back
+_NO_SYNC = _NO_AUTOCAST
 
 
 class ValidationLoop:
@@ -424,6 +466,9 @@ class ValidationLoop:
         instance of each is made per epoch, fed every batch, and asked for ``compute()``.
     :param precision: autocast choice; ``None`` is full precision.
     :param pad_token_id: passed to the loss and metrics in ``LossInputs``.
+    :param distributed: the run's :class:`~treadle.engine.distributed.DistributedContext`:
+        each rank validates its shard, then the loss sums, item counts and every metric's
+        running sums are summed over the ranks before the means are taken.
     """
 
     def __init__(
@@ -433,8 +478,10 @@ class ValidationLoop:
         metrics: Sequence[Callable[[], StreamingMetric]] = (),
         precision: Precision | None = None,
         pad_token_id: int | None = None,
+        distributed: DistributedContext | None = None,
     ) -> None:
         self.loss_strategy = loss_strategy
+        self.distributed = distributed
         self.metrics = tuple(metrics)
         self.precision = precision
         self.pad_token_id = pad_token_id
@@ -470,9 +517,15 @@ class ValidationLoop:
         batches = 0
         was_training = model.training
         model.eval()
+        distributed = self.distributed
+        batches_in_step: Iterable[tuple[Batch, bool]] = (
+            distributed.lockstep(val_loader)
+            if distributed is not None and distributed.parallel == "fsdp"
+            else ((batch, True) for batch in val_loader)
+        )
         try:
             with torch.inference_mode():
-                for raw_batch in val_loader:
+                for raw_batch, counts in batches_in_step:
                     if batches == 0:
                         _check_batch(raw_batch, "the validation data")
                     batch = _to_device(raw_batch, device)
@@ -486,6 +539,8 @@ class ValidationLoop:
                         logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
                         loss_inputs["logits"] = logits
                         loss = self.loss_strategy.compute_loss(logits, labels, loss_inputs)
+                    if not counts:
+                        continue  # a repeat that kept FSDP's gathers in step: not counted
                     items = (
                         self._count_items(labels, batch)
                         if self._count_items is not None
@@ -500,6 +555,11 @@ class ValidationLoop:
                     batches += 1
         finally:
             model.train(was_training)
+        if distributed is not None:
+            loss_total, items_total, samples, batches = distributed.sum_validation(
+                loss_total, items_total, samples, batches
+            )
+            distributed.sync_metrics(metrics)
         counted = float(items_total) if batches else 0.0
         mean_loss = float(loss_total.item()) / counted if counted else float("nan")
         values: dict[str, float] = {}

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from treadle.config import TrainingConfig
+    from treadle.engine.distributed import DistributedContext
     from treadle.plugins import PluginManager
     from treadle.task import TaskSpec
 
@@ -158,9 +159,28 @@ class Trainer:
         :returns: ``best_epoch``, ``best_val_loss``, ``total_time``, ``final_metrics``,
             ``history`` (one dict per epoch), ``stop_reason``, ``global_step``, ``run_dir``,
             ``best_checkpoint`` and, with ``profile_hooks``, ``hook_profile``.
+
+        Under ``torchrun`` (or in a process group the caller started) the run is distributed:
+        see :mod:`treadle.engine.distributed` and ``docs/distributed.md``. A user DataLoader
+        is then used as given, so it needs its own ``DistributedSampler``.
         """
-        run = _Run(self, train_data, val_data)
-        return run.execute()
+        from treadle.engine.distributed import init_distributed, warn_about_launch
+
+        config = self.training_config
+        distributed = init_distributed(self.device)
+        warn_about_launch(distributed, config.strategy, config.devices)
+        if distributed is None:
+            return _Run(self, train_data, val_data).execute()
+        self.device = distributed.device
+        try:
+            return _Run(self, train_data, val_data, distributed).execute()
+        except BaseException as error:
+            peer_error = distributed.handle_failure(error)
+            if peer_error is not None:
+                raise peer_error from error
+            raise
+        finally:
+            distributed.close()
 
     def evaluate(self, eval_data: Any, *, metric_prefix: str = "eval_") -> dict[str, float]:
         """Run one validation pass of the model as it is now: no training, no checkpoint.
@@ -172,8 +192,13 @@ class Trainer:
             ``{prefix}samples``, ``{prefix}batches`` and ``{prefix}runtime`` (seconds).
         :raises ValueError: the data yields no batch.
         """
+        from treadle.engine.distributed import DistributedContext
+
         loader = self._as_loader(eval_data, is_eval=True)
         model = self.model.to(self.device)
+        distributed = DistributedContext.current(self.device)
+        if distributed is not None and _is_sharded(model):
+            distributed.parallel = "fsdp"
         loop = ValidationLoop(
             self.loss_strategy,
             metrics=self.metric_factories,
@@ -181,6 +206,7 @@ class Trainer:
                 self.training_config.precision, self.training_config.use_amp, self.device
             ),
             pad_token_id=self.task_spec.pad_token_id,
+            distributed=distributed,
         )
         result = loop.run_epoch(0, model, loader, self.device)
         if result.num_batches == 0:
@@ -196,9 +222,16 @@ class Trainer:
 class _Run:
     """One call of :meth:`Trainer.train`: the set-up parts and the epoch loop."""
 
-    def __init__(self, trainer: Trainer, train_data: Any, val_data: Any) -> None:
+    def __init__(
+        self,
+        trainer: Trainer,
+        train_data: Any,
+        val_data: Any,
+        distributed: DistributedContext | None = None,
+    ) -> None:
         config = trainer.training_config
         self.trainer = trainer
+        self.distributed = distributed
         self.config = config
         self.started = time.perf_counter()
         self.control = trainer.control
@@ -208,6 +241,11 @@ class _Run:
         self.val_loader = None if val_data is None else trainer._as_loader(val_data, is_eval=True)
         self.accumulation_steps = config.gradient_accumulation_steps
         batches = _length(self.train_loader)
+        if distributed is not None:
+            from treadle.engine.distributed import check_sampler
+
+            distributed.check_same_length(batches, "the training data")
+            check_sampler(train_data, distributed, "the training data")
         self.steps_per_epoch = math.ceil(batches / self.accumulation_steps) if batches else 0
         total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = warmup_steps(total_steps, config.warmup_ratio)
@@ -217,16 +255,23 @@ class _Run:
         if callable(prepare_model):
             prepare_model(model)
         self.model = model
+        self.forward_model: torch.nn.Module = model
+        if distributed is not None:
+            # before the optimizer: FSDP replaces the parameters with sharded ones
+            self.forward_model = distributed.wrap_model(model, config.strategy)
         self.optimizer = build_optimizer(model, config)
         self.scheduler = build_scheduler(
             self.optimizer, config.scheduler, total_steps, self.warmup_steps
         )
         self.precision = resolve_precision(config.precision, config.use_amp, trainer.device)
         self.scaler = self.precision.make_scaler()
-        self.forward_model: torch.nn.Module = model
         if config.compile_mode is not None:
-            compiled = torch.compile(model, mode=config.compile_mode)
+            compiled = torch.compile(self.forward_model, mode=config.compile_mode)
             self.forward_model = compiled  # type: ignore[assignment]
+        # DDP's forward may broadcast buffers, a collective that ranks holding different
+        # numbers of validation batches would not all join; the plain module needs none
+        is_ddp = distributed is not None and distributed.parallel == "ddp"
+        self.eval_model = model if is_ddp else self.forward_model
 
         self.run_dir = Path(config.checkpoint_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +288,7 @@ class _Run:
             trainer.plugin_manager, trainer.hooks, profile=trainer.profile_hooks
         )
         trainer.dispatch = self.dispatch
-        self.parts = EngineParts(trainer, self.run_dir)
+        self.parts = EngineParts(trainer, self.run_dir, distributed=distributed)
         self.training_loop = TrainingLoop(
             self.parts.accumulator,
             self.parts.monitor,
@@ -257,12 +302,14 @@ class _Run:
             scaler=self.scaler,
             pad_token_id=trainer.task_spec.pad_token_id,
             log_every_n_steps=config.log_every_n_steps,
+            distributed=distributed,
         )
         self.validation_loop = ValidationLoop(
             trainer.loss_strategy,
             metrics=trainer.metric_factories,
             precision=self.precision,
             pad_token_id=trainer.task_spec.pad_token_id,
+            distributed=distributed,
         )
         monitor = config.monitor_metric
         if self.val_loader is None and monitor.startswith("val_"):
@@ -311,6 +358,7 @@ class _Run:
         config = self.config
         control = self.control
         dispatch = self.dispatch
+        self._agree()
         if control.should_stop:
             self.stop_reason = control.stop_reason or "stopped by a training_start hook"
             return
@@ -322,6 +370,7 @@ class _Run:
                     restore_rng_state(point.rng_state)
                 if dispatch.on_epoch_start is not None:
                     dispatch.on_epoch_start(trainer=self.view, epoch=epoch, control=control)
+                self._agree()
                 if control.should_stop:
                     self.stop_reason = control.stop_reason or "stopped by an epoch_start hook"
                     return
@@ -376,6 +425,7 @@ class _Run:
         self.history.append({"epoch": epoch, **metrics})
         if dispatch.on_epoch_end is not None:
             dispatch.on_epoch_end(trainer=self.view, epoch=epoch, metrics=metrics, control=control)
+        self._agree()
         due = (epoch + 1) % self.config.save_every_n_epochs == 0 or epoch + 1 == self.config.epochs
         if due or control.should_save or (improved and self.config.keep_best_k):
             control.should_save = False
@@ -395,7 +445,7 @@ class _Run:
         if dispatch.on_validation_start is not None:
             dispatch.on_validation_start(trainer=self.view, epoch=epoch, control=self.control)
         result = self.validation_loop.run_epoch(
-            epoch, self.forward_model, self.val_loader, self.trainer.device
+            epoch, self.eval_model, self.val_loader, self.trainer.device
         )
         metrics = {"val_loss": result.loss}
         metrics.update({f"val_{name}": value for name, value in result.metrics.items()})
@@ -406,7 +456,14 @@ class _Run:
         return metrics
 
     def _log_step(self, loss: float, step: int) -> None:
+        if self.distributed is not None:
+            loss = self.distributed.mean(loss)
         self.parts.log_step(loss, step, float(self.optimizer.param_groups[0]["lr"]))
+
+    def _agree(self) -> None:
+        """Every rank takes the stop, save and validation requests any rank's hooks made."""
+        if self.distributed is not None:
+            self.distributed.agree(self.control)
 
     def _after_optimizer_step(self, progress: EpochProgress) -> bool:
         """At every optimizer-step boundary: requested validation, interval and requested
@@ -414,25 +471,36 @@ class _Run:
         control = self.control
         config = self.config
         step = self.state.global_step
+        minutes_due: bool | None = None
+        if self.distributed is not None:
+            # the ranks' clocks differ: decide the timed save together, with the requests
+            (minutes_due,) = self.distributed.agree(control, self._minutes_due())
         if control.should_validate:
             control.should_validate = False
             metrics = self._validate(self.state.epoch)
             if metrics:
                 self.parts.log_metrics(metrics, step)
-        due = (config.save_every_n_steps is not None and step % config.save_every_n_steps == 0) or (
-            config.save_every_minutes is not None
-            and time.monotonic() - self.last_save >= 60 * config.save_every_minutes
-        )
+        if minutes_due is None:
+            minutes_due = self._minutes_due()
+        due = (
+            config.save_every_n_steps is not None and step % config.save_every_n_steps == 0
+        ) or minutes_due
         if due or (control.should_save and not control.should_stop):
             control.should_save = False
             self._save(self.state.epoch, {}, progress=progress)
         return control.should_stop
+
+    def _minutes_due(self) -> bool:
+        minutes = self.config.save_every_minutes
+        return minutes is not None and time.monotonic() - self.last_save >= 60 * minutes
 
     # -- checkpoints -------------------------------------------------------------------------
 
     def _save(
         self, epoch: int, metrics: Mapping[str, float], progress: EpochProgress | None
     ) -> None:
+        if progress is not None and self.distributed is not None:
+            progress = self.distributed.shared_progress(progress)
         plugin_state: dict[str, Any] = {}
         if self.dispatch.on_save_checkpoint is not None:
             self.dispatch.on_save_checkpoint(trainer=self.view, plugin_state=plugin_state)
@@ -504,6 +572,12 @@ class _Run:
         if self.trainer.profile_hooks:
             results["hook_profile"] = self.dispatch.timings()
         return results
+
+
+def _is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 def _length(loader: Iterable[Any]) -> int:
