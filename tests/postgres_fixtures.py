@@ -100,9 +100,14 @@ class PostgresServer:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_server() -> PostgresServer:
+#: Server settings for tests: no flush to disk at all (the data is thrown away).
+FAST_SETTINGS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+
+def start_server(settings: str = FAST_SETTINGS) -> PostgresServer:
     """initdb and start a server in a new temp folder.
 
+    :param settings: ``postgres`` options beyond where it listens (``-c name=value ...``).
     :raises RuntimeError: initdb or pg_ctl failed (their output attached).
     """
     bindir = find_bindir()
@@ -129,8 +134,8 @@ def start_server() -> PostgresServer:
         for _ in range(5):  # a free port may be taken between the probe and the start
             port = _free_port()
             options = (
-                f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off"
-                " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+                f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c max_connections=200"
+                f" {settings}"
             )
             started = server.run(
                 *("pg_ctl", "-D", str(data), "-l", str(folder / "server.log")),
