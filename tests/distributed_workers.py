@@ -106,17 +106,49 @@ def scenarios(rank: int, init_method: str, out: Path) -> None:
                 root / name, batch_size=RANK_BATCH, gradient_accumulation_steps=accumulation
             )
             keep(out, name, trainer, results)
+        evaluated = trainer.evaluate(Blobs(VAL_SIZE, seed=1))
+        if rank == 0:
+            (out / "evaluate.json").write_text(json.dumps(evaluated), encoding="utf-8")
         # interrupted mid-epoch 1 at step 6 (4 steps per epoch), then resumed with 'auto'
         run(root / "resumed", batch_size=RANK_BATCH, plugins=(("stop", StopAndSave(6)),))
         trainer, results = run(root / "resumed", batch_size=RANK_BATCH, resume="auto")
         keep(out, "resumed", trainer, results)
-        trainer, results = run(
-            root / "fsdp", batch_size=RANK_BATCH, strategy="fsdp", devices=WORLD_SIZE,
-            gradient_accumulation_steps=2,
-        )  # fmt: skip
+        fsdp: dict[str, Any] = {
+            "strategy": "fsdp",
+            "devices": WORLD_SIZE,
+            "gradient_accumulation_steps": 2,
+        }
+        trainer, results = run(root / "fsdp", batch_size=RANK_BATCH, **fsdp)
         keep(out, "fsdp", trainer, results)
+        # 2 steps per epoch: interrupted after step 3, mid-epoch 1
+        run(
+            root / "fsdp_resumed",
+            batch_size=RANK_BATCH,
+            plugins=(("stop", StopAndSave(3)),),
+            **fsdp,
+        )
+        trainer, results = run(root / "fsdp_resumed", batch_size=RANK_BATCH, resume="auto", **fsdp)
+        keep(out, "fsdp_resumed", trainer, results)
+        uneven_shards(rank, out)
     finally:
         dist.destroy_process_group()
+
+
+def uneven_shards(rank: int, out: Path) -> None:
+    """Rank 1 sees fewer validation batches (none at all for the metric): the lockstep
+    iteration and the metric-state sum cope."""
+    from treadle.engine.distributed import DistributedContext
+    from treadle_metrics.classification import Accuracy
+
+    context = DistributedContext.current(torch.device("cpu"))
+    assert context is not None
+    steps = list(context.lockstep(range(3) if rank == 0 else range(1)))
+    metric = Accuracy()
+    if rank == 0:
+        metric.update(torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]]), torch.tensor([0, 1, 1]))
+    context.sync_metrics([metric])
+    found = {"steps": [[int(batch), counts] for batch, counts in steps], **metric.compute()}
+    (out / f"uneven{rank}.json").write_text(json.dumps(found), encoding="utf-8")
 
 
 class Explode:

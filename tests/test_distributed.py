@@ -112,18 +112,38 @@ def test_losses_and_metrics_are_summed_over_ranks_not_averaged_per_rank(
             assert got[metric] == pytest.approx(expected[metric], rel=1e-5), metric
 
 
+@pytest.mark.parametrize(
+    ("resumed", "uninterrupted"), [("resumed", "ddp"), ("fsdp_resumed", "fsdp")]
+)
 def test_a_distributed_run_resumed_mid_epoch_ends_like_an_uninterrupted_one(
-    distributed_runs: Path,
+    distributed_runs: Path, resumed: str, uninterrupted: str
 ) -> None:
-    resumed = torch.load(distributed_runs / "resumed.pt", weights_only=True)
-    uninterrupted = torch.load(distributed_runs / "ddp.pt", weights_only=True)
-    for key, tensor in uninterrupted.items():
-        assert torch.equal(resumed[key], tensor), key
+    got_state = torch.load(distributed_runs / f"{resumed}.pt", weights_only=True)
+    expected_state = torch.load(distributed_runs / f"{uninterrupted}.pt", weights_only=True)
+    for key, tensor in expected_state.items():
+        assert torch.equal(got_state[key], tensor), key
     for got, expected in zip(
-        _history(distributed_runs, "resumed"), _history(distributed_runs, "ddp"), strict=True
+        _history(distributed_runs, resumed), _history(distributed_runs, uninterrupted), strict=True
     ):
         assert got["train_loss"] == pytest.approx(expected["train_loss"], rel=1e-6)
         assert got["val_loss"] == pytest.approx(expected["val_loss"], rel=1e-6)
+
+
+def test_evaluate_in_a_distributed_run_counts_every_sample_once(distributed_runs: Path) -> None:
+    evaluated = json.loads((distributed_runs / "evaluate.json").read_text())
+    last_epoch = _history(distributed_runs, "ddp_accumulated")[-1]
+    assert evaluated["eval_samples"] == workers.VAL_SIZE
+    assert evaluated["eval_loss"] == pytest.approx(last_epoch["val_loss"], rel=1e-6)
+    assert evaluated["eval_accuracy"] == pytest.approx(last_epoch["val_accuracy"], rel=1e-6)
+
+
+def test_uneven_shards_keep_fsdp_forwards_in_step_and_metrics_whole(
+    distributed_runs: Path,
+) -> None:
+    rank0, rank1 = (json.loads((distributed_runs / f"uneven{r}.json").read_text()) for r in (0, 1))
+    assert rank0["steps"] == [[0, True], [1, True], [2, True]]
+    assert rank1["steps"] == [[0, True], [0, False], [0, False]], "repeats, uncounted"
+    assert rank0["accuracy"] == rank1["accuracy"] == pytest.approx(2 / 3)
 
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp"])

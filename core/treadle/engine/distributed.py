@@ -303,9 +303,10 @@ class DistributedContext:
             from torch.distributed.fsdp import fully_shard
 
             self._broadcast_module(model)
+            # innermost first: a block is sharded before any block holding it
             blocks = [
                 block
-                for module in model.modules()
+                for module in reversed(list(model.modules()))
                 if isinstance(module, torch.nn.ModuleList)
                 for block in module
             ]
@@ -592,9 +593,13 @@ class DistributedContext:
             (``error`` is then only the consequence: a broken collective); else ``None``.
         """
         peer_error: DistributedError | None = None
-        # an error already naming the rank that failed first was reported by that rank
-        if not self._reported and not hasattr(error, "failed_rank"):
+        # reported already: by an inner context (the Trainer's inside the command's), or by
+        # the rank that failed first when the error names it
+        known = hasattr(error, "failed_rank") or hasattr(error, "_treadle_reported")
+        if not self._reported and not known:
             peer_error = self._report(error)
+            with contextlib.suppress(AttributeError, TypeError):
+                error._treadle_reported = True  # type: ignore[attr-defined]
         self._reported = True
         if self.owns_group and not self._closed:
             self._closed = True
@@ -645,7 +650,10 @@ class DistributedContext:
 
     def close(self) -> None:
         """The end of the run: destroys the process group if this context started it (after
-        a barrier, so no rank leaves while another still talks to it)."""
+        a barrier, so no rank leaves while another still talks to it).
+
+        :raises DistributedError: another rank failed before reaching the end.
+        """
         if self._closed:
             return
         self._closed = True
@@ -653,8 +661,14 @@ class DistributedContext:
             return
         try:
             self.barrier()
-        finally:
-            dist.destroy_process_group()
+        except Exception as error:
+            # a rank failed after this one finished: say which, as a failure during the run would
+            peer_error = self._report(error)
+            self._abort()
+            if peer_error is not None:
+                raise peer_error from error
+            raise
+        dist.destroy_process_group()
 
 
 _EXHAUSTED: Any = object()
