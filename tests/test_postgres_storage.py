@@ -102,6 +102,36 @@ def test_each_store_keeps_its_schema_version_and_opening_again_changes_nothing(
     assert dict(_sql(postgres_url, "SELECT component, version FROM treadle_schema")) == versions
 
 
+def test_migrations_run_forward_from_the_stored_version_in_one_transaction(
+    postgres_url: str,
+) -> None:
+    from treadle_postgres.connection import Migration, connect, migrate
+
+    def add_rows(connection: Any) -> None:
+        connection.execute(
+            "INSERT INTO widgets (name) SELECT 'w' || n FROM generate_series(1, 3) n"
+        )
+
+    steps: list[Migration] = ["CREATE TABLE widgets (name TEXT); CREATE INDEX w ON widgets (name)"]
+    with connect(postgres_url) as connection:
+        assert migrate(connection, "widgets", steps, postgres_url) == 1
+        steps += [add_rows, "ALTER TABLE widgets ADD COLUMN size INTEGER NOT NULL DEFAULT 1"]
+        assert migrate(connection, "widgets", steps, postgres_url) == 3
+        assert migrate(connection, "widgets", steps, postgres_url) == 3  # nothing to do
+        broken = [*steps, "ALTER TABLE widgets ADD COLUMN x INTEGER", "SELECT no_such_function()"]
+        with pytest.raises(psycopg.errors.UndefinedFunction):
+            migrate(connection, "widgets", broken, postgres_url)
+    assert _sql(postgres_url, "SELECT count(*), sum(size) FROM widgets") == [(3, 3)]
+    columns = _sql(
+        postgres_url,
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'widgets'"
+        " AND table_schema = current_schema() ORDER BY column_name",
+    )
+    assert columns == [("name",), ("size",)]  # the failed run's first step rolled back too
+    query = "SELECT version FROM treadle_schema WHERE component = 'widgets'"
+    assert _sql(postgres_url, query) == [(3,)]
+
+
 def test_a_newer_schema_is_refused_and_left_as_it_is(
     postgres_url: str, postgres_manager: PluginManager
 ) -> None:
@@ -133,6 +163,14 @@ def test_a_schema_of_its_own_beside_another_applications_tables(
         registry.register_model("m", "1", "m.pt", "classification")
     query = "SELECT schemaname FROM pg_tables WHERE tablename = 'models'"
     assert _sql(postgres_database_url, query) == [("treadle",)]
+
+
+def test_a_search_path_naming_no_schema_is_refused_with_the_fix(
+    postgres_database_url: str, postgres_manager: PluginManager
+) -> None:
+    url = f"{postgres_database_url}?options=-csearch_path%3Dmissing"
+    with pytest.raises(StorageError, match=r"search_path \(missing\).*CREATE SCHEMA"):
+        open_store(url, "jobs", postgres_manager)
 
 
 @pytest.mark.slow

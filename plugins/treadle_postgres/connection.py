@@ -119,6 +119,15 @@ def migrate(
     """
     shown = redact(location)
     target = len(migrations)
+    row = connection.execute("SELECT current_schema() AS schema").fetchone()
+    if row is None or row["schema"] is None:
+        path = connection.execute("SHOW search_path").fetchone()
+        msg = (
+            f"{shown}: the search_path ({path['search_path'] if path else '?'}) names no "
+            f"schema that exists, so treadle has nowhere to keep its tables; create the "
+            f"schema first (CREATE SCHEMA ...) or fix the URL's options=-csearch_path."
+        )
+        raise StorageError(msg)
     # the common case, a store opened again: one read, no lock
     tables = _tables(connection)
     if "treadle_schema" in tables and _version(connection, component) == target:
