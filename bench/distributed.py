@@ -11,7 +11,9 @@ torch._dynamo). Contestants:
 - ``1 proc, batch B``: one process, the per-rank batch: the step DDP repeats on each rank;
 - ``1 proc, batch 2B``: one process over DDP's global batch;
 - ``1 proc x2 threads, batch 2B``: the same with both cores for intra-op threads;
-- ``DDP 2 procs, batch B each``: two ranks, global batch 2B.
+- ``DDP 2 procs, batch B each``: two ranks, global batch 2B;
+- ``hand DDP loop, B each``: the same two ranks running a plain PyTorch DDP loop (forward,
+  backward, clipping, AdamW): what the Trainer adds to a distributed step.
 
 Two models: a wide MLP (2.4 M parameters: gradient all-reduce matters) and a tiny one
 (per-step overhead dominates). The machine is shared and noisy: read the ratios, rerun before
@@ -24,6 +26,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +121,47 @@ def contestant(rank: int, spec: dict[str, Any]) -> None:
             dist.destroy_process_group()
 
 
+def hand_loop(rank: int, spec: dict[str, Any]) -> None:
+    """The plain PyTorch DDP loop over the same shards and batches."""
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    torch.set_num_threads(spec["threads"])
+    dist.init_process_group("gloo", init_method=spec["init"], rank=rank, world_size=2)
+    try:
+        inputs, hidden, classes = WIDTHS[spec["model"]]
+        torch.manual_seed(0)
+        model = MLP(inputs, hidden, classes)
+        wrapped = torch.nn.parallel.DistributedDataParallel(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        data = Features(spec["samples"], inputs, classes)
+        sampler: DistributedSampler[int] = DistributedSampler(data, seed=0)
+        loader = DataLoader(data, batch_size=spec["batch_size"], sampler=sampler)
+        times = []
+        for epoch in range(spec["epochs"]):
+            sampler.set_epoch(epoch)
+            started = time.perf_counter()
+            for batch in loader:
+                logits = wrapped(batch["features"])
+                loss = torch.nn.functional.cross_entropy(logits, batch["labels"])
+                loss.backward()  # type: ignore[no-untyped-call]
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            times.append((time.perf_counter() - started) / len(loader))
+        if rank == 0:
+            (Path(spec["out"]) / f"{spec['name']}.json").write_text(
+                json.dumps({"step_seconds": times[1:], "steps": len(loader)})
+            )
+    finally:
+        dist.destroy_process_group()
+
+
 def measure(name: str, model: str, out: Path, **spec: Any) -> float:
     spec = {"name": name, "model": model, "out": str(out), **spec}
     spec["init"] = f"file://{out / (name + '.rendezvous')}"
     start: Any = start_processes  # untyped in torch
-    start(contestant, args=(spec,), nprocs=spec["world_size"], start_method="spawn")
+    function = hand_loop if spec.get("hand") else contestant
+    start(function, args=(spec,), nprocs=spec["world_size"], start_method="spawn")
     data = json.loads((out / f"{name}.json").read_text())
     return float(statistics.median(data["step_seconds"]))
 
@@ -158,12 +197,17 @@ def main() -> None:
                     f"{model}-ddp", model, out, world_size=2, threads=1,
                     batch_size=batch, **common,
                 ),
+                "hand DDP loop, B each": measure(
+                    f"{model}-hand", model, out, world_size=2, threads=1,
+                    batch_size=batch, hand=True, **common,
+                ),
             }  # fmt: skip
             global_batch = {
                 "1 proc, batch B": batch,
                 "1 proc, batch 2B": 2 * batch,
                 "1 proc x2 threads, batch 2B": 2 * batch,
                 "DDP 2 procs, batch B each": 2 * batch,
+                "hand DDP loop, B each": 2 * batch,
             }
             for name, seconds in timings.items():
                 rate = global_batch[name] / seconds
@@ -174,7 +218,8 @@ def main() -> None:
                 f"{ddp / timings['1 proc, batch B']:.2f}x; "
                 f"speed-up over 1 proc at the global batch: "
                 f"{timings['1 proc, batch 2B'] / ddp:.2f}x (1 thread), "
-                f"{timings['1 proc x2 threads, batch 2B'] / ddp:.2f}x (2 threads)"
+                f"{timings['1 proc x2 threads, batch 2B'] / ddp:.2f}x (2 threads); "
+                f"Trainer DDP step / hand DDP step: {ddp / timings['hand DDP loop, B each']:.2f}x"
             )
 
 
