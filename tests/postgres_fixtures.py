@@ -104,8 +104,44 @@ class PostgresServer:
 FAST_SETTINGS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
 
+#: The file in a server's folder naming the process that started it.
+OWNER_FILE = "owner.pid"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_abandoned_servers(parent: str | None = None) -> list[Path]:
+    """Stop and remove the throwaway servers whose starting process is gone (a test session
+    killed before its teardown, say by a timeout); returns their folders."""
+    swept = []
+    for folder in Path(parent or tempfile.gettempdir()).glob("treadle-pg-*"):
+        try:
+            owner = int((folder / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if _alive(owner):
+            continue
+        stat = folder.stat()
+        as_user = "postgres" if os.geteuid() == 0 and stat.st_uid != 0 else None
+        server = PostgresServer(find_bindir() or Path("/nonexistent"), folder, 0, as_user)
+        if (folder / "data" / "postmaster.pid").exists():
+            server.run("pg_ctl", "-D", str(folder / "data"), "-m", "immediate", "stop", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+        swept.append(folder)
+    return swept
+
+
 def start_server(settings: str = FAST_SETTINGS) -> PostgresServer:
-    """initdb and start a server in a new temp folder.
+    """initdb and start a server in a new temp folder (first stopping servers abandoned by
+    sessions that were killed).
 
     :param settings: ``postgres`` options beyond where it listens (``-c name=value ...``).
     :raises RuntimeError: initdb or pg_ctl failed (their output attached).
@@ -115,7 +151,9 @@ def start_server(settings: str = FAST_SETTINGS) -> PostgresServer:
     root = os.geteuid() == 0
     # as root, a folder under /tmp: the postgres user must be able to reach it
     parent = "/tmp" if root and Path("/tmp").is_dir() else None
+    sweep_abandoned_servers(parent)
     folder = Path(tempfile.mkdtemp(prefix="treadle-pg-", dir=parent))
+    (folder / OWNER_FILE).write_text(str(os.getpid()))
     as_user = None
     if root:
         import pwd

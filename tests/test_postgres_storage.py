@@ -428,3 +428,33 @@ def test_one_database_serves_sqlite_parity_for_a_registry_round_trip(
             entry.pop("created_at")
             entries.append(json.dumps(entry, sort_keys=True))
     assert entries[0] == entries[1]
+
+
+@pytest.mark.slow
+def test_a_server_whose_session_was_killed_is_swept_by_the_next(
+    postgres_server: PostgresServer,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.postgres_fixtures import sweep_abandoned_servers
+
+    script = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from tests.postgres_fixtures import start_server\n"
+        "server = start_server(); print(server.folder, flush=True)\n"
+        "import time; time.sleep(60)\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    session = subprocess.Popen(
+        [sys.executable, "-c", script, root], stdout=subprocess.PIPE, text=True
+    )
+    assert session.stdout is not None
+    folder = Path(session.stdout.readline().strip())
+    session.send_signal(signal.SIGKILL)  # no teardown: its server runs on
+    session.wait()
+    assert (folder / "data" / "postmaster.pid").exists()
+    assert folder in sweep_abandoned_servers(str(folder.parent))
+    assert not folder.exists()
+    assert postgres_server.folder.exists()  # a live session's server is left alone
