@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import torch
 
@@ -178,3 +179,22 @@ def test_a_name_that_is_neither_built_in_nor_a_file_is_unknown(manager: PluginMa
         UniversalDataModule.from_training_config(
             config(dataset="missing/file.jsonl"), plugin_manager=manager
         )
+
+
+def test_from_training_config_cuts_the_split_to_max_samples() -> None:
+    from treadle.config import TrainingConfigBuilder
+
+    config = TrainingConfigBuilder.quick_prototype().build()
+    assert (config.max_train_samples, config.max_val_samples) == (1024, 256)
+    module = UniversalDataModule.from_training_config(config)
+    train, val = module.train_dataset(), module.val_dataset()
+    assert (len(train), len(val)) == (1024, 256)
+    full = UniversalDataModule.from_training_config(
+        attrs.evolve(config, max_train_samples=None, max_val_samples=None)
+    )
+    assert len(full.train_dataset()) > 1024
+    # the first samples of the same split
+    assert torch.equal(train[0]["input_ids"], full.train_dataset()[0]["input_ids"])
+    assert torch.equal(train[-1]["input_ids"], full.train_dataset()[1023]["input_ids"])
+    with pytest.raises(IndexError):
+        train[1024]

@@ -153,13 +153,8 @@ def build_job(config: TrainingConfig, plugin_manager: PluginManager) -> Job:
 
     module = UniversalDataModule.from_training_config(config, plugin_manager=plugin_manager)
     task_spec = module.task_spec
-    full_train, full_val = module.train_dataset(), module.val_dataset()
-    train_data: torch.utils.data.Dataset[Any] = full_train
-    val_data: torch.utils.data.Dataset[Any] = full_val
-    if config.max_train_samples is not None and config.max_train_samples < len(full_train):
-        train_data = torch.utils.data.Subset(full_train, range(config.max_train_samples))
-    if config.max_val_samples is not None and config.max_val_samples < len(full_val):
-        val_data = torch.utils.data.Subset(full_val, range(config.max_val_samples))
+    # the module has already cut the split to max_train_samples / max_val_samples
+    train_data, val_data = module.train_dataset(), module.val_dataset()
     # the model's initial weights depend only on the seed, not on what ran before
     torch.manual_seed(config.random_seed)
     factory = plugin_manager.registry("models").get(config.model_type)

@@ -34,7 +34,7 @@ from treadle.data.encode import (
 )
 from treadle.data.files import SUFFIXES, Record, read_records
 from treadle.data.loaders import DataLoaderConfig, DataLoaderFactory
-from treadle.data.samples import SampleList, SizedDataset, split_indices
+from treadle.data.samples import Head, SampleList, SizedDataset, split_indices
 from treadle.data.tokenizer import (
     ByteTokenizer,
     text_encoder,
@@ -226,6 +226,9 @@ class UniversalDataModule:
         """The module for ``config.dataset`` and ``config.task``, loaded and split by
         ``config.validation_split`` and ``config.random_seed``.
 
+        The split is then cut to ``config.max_train_samples`` / ``config.max_val_samples``
+        (the first ones of each side) when they are set.
+
         ``config.dataset`` is a built-in name (its task: ``pydoc_topics`` gives
         ``TaskSpec.language_modeling(max_seq_len=config.max_seq_len)``, ``digits``
         ``TaskSpec.vision_tiny()``) or a data file path, read with the task ``config.task``
@@ -286,7 +289,17 @@ class UniversalDataModule:
                 module._build([records[i] for i in train_index], columns),
                 module._build([records[i] for i in val_index], columns),
             )
+        module._cap(config.max_train_samples, config.max_val_samples)
         return module
+
+    def _cap(self, max_train: int | None, max_val: int | None) -> None:
+        """Keep the first ``max_train`` / ``max_val`` samples of the split (None: all)."""
+        train, val = self.train_dataset(), self._val
+        if max_train is not None and max_train < len(train):
+            train = Head(train, max_train)
+        if val is not None and max_val is not None and max_val < len(val):
+            val = Head(val, max_val)
+        self._train, self._val = train, val
 
     # -- internals -----------------------------------------------------------------------------
 

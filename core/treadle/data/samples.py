@@ -148,3 +148,30 @@ def split_indices(count: int, validation_split: float, seed: int) -> tuple[list[
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(count, generator=generator).tolist()
     return sorted(order[num_validation:]), sorted(order[:num_validation])
+
+
+class Head(SizedDataset[_Sample]):
+    """The first ``count`` samples of ``dataset`` (all of them when it holds fewer).
+
+    :param dataset: a sized map-style dataset.
+    :param count: how many samples to keep, >= 0.
+    """
+
+    def __init__(self, dataset: SizedDataset[_Sample], count: int) -> None:
+        if count < 0:
+            msg = f"Head: count must be >= 0: {count}"
+            raise ValueError(msg)
+        self.dataset = dataset
+        self.count = min(count, len(dataset))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> _Sample:
+        if not -self.count <= index < self.count:
+            msg = f"index {index} out of range for {self.count} samples"
+            raise IndexError(msg)
+        return self.dataset[index % self.count]
+
+    def __repr__(self) -> str:
+        return f"Head({self.dataset!r}, {self.count})"
