@@ -29,9 +29,9 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("treadle")
 
 if TYPE_CHECKING:
+    from treadle.collators import CollatorRegistry
     from treadle.config import PluginsConfig, TrainingConfig, TrainingConfigBuilder
     from treadle.control import TrainerControl
-    from treadle.collators import CollatorRegistry
     from treadle.data import DataLoaderConfig, DataLoaderFactory, UniversalDataModule
     from treadle.engine.accumulation import AccumulationStats, GradientAccumulator
     from treadle.engine.checkpoints import CheckpointManager, CheckpointMetadata
@@ -49,9 +49,9 @@ if TYPE_CHECKING:
     from treadle.export import ExportError, create_export_bundle
     from treadle.losses import LossInputs, LossStrategyRegistry, ModelOutput, get_loss_strategy
     from treadle.model_registry import ModelRegistry
-    from treadle.storage import ModelRegistryEntry, open_store
     from treadle.plugins import PluginManager, get_plugin_manager, get_registry, make_plugin_manager
     from treadle.seed import set_random_seed
+    from treadle.storage import ModelRegistryEntry, open_store
     from treadle.task import TaskSpec
 
 _LAZY: dict[str, str] = {
