@@ -83,8 +83,16 @@ class ClassificationLoss:
             sample counts.
         """
         self.validate_inputs(logits, labels)
-        check_class_ids(labels, logits.shape[1], self.ignore_index, "ClassificationLoss")
+        every_sample_counts = check_class_ids(
+            labels, logits.shape[1], self.ignore_index, "ClassificationLoss"
+        )
         weights = self.weights_for(inputs, logits)
+        if every_sample_counts and weights is None:
+            # the common case: nothing to mask or weigh, so the count is the batch size
+            loss_sum = F.cross_entropy(
+                logits.float(), labels, label_smoothing=self.label_smoothing, reduction="sum"
+            )
+            return reduce_loss(loss_sum, labels.shape[0], inputs, strategy="ClassificationLoss")
         loss_sum, counted = summed_cross_entropy(
             logits, labels, weights, self.label_smoothing, self.ignore_index
         )
@@ -141,14 +149,18 @@ def as_class_weights(
 
 def check_class_ids(
     labels: torch.Tensor, num_classes: int, ignore_index: int, strategy: str
-) -> None:
+) -> bool:
     """Raise ``ValueError`` listing the labels outside ``[0, num_classes)`` (other than
-    ``ignore_index``) and where they are."""
+    ``ignore_index``) and where they are.
+
+    :returns: whether every label is a class id (none is ``ignore_index``): then every sample
+        counts, which lets the caller skip counting them.
+    """
     if labels.numel() == 0:
-        return
+        return False
     low, high = torch.aminmax(labels)  # one pass: the common, valid case costs one kernel
     if int(low) >= 0 and int(high) < num_classes:
-        return
+        return True
     bad = ((labels < 0) | (labels >= num_classes)) & (labels != ignore_index)
     if bool(bad.any()):
         positions = bad.nonzero()
@@ -163,6 +175,7 @@ def check_class_ids(
             f"(ignored); out of range at (position: value) {shown}{more}."
         )
         raise ValueError(msg)
+    return False
 
 
 def summed_cross_entropy(
