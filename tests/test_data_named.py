@@ -185,16 +185,16 @@ def test_from_training_config_cuts_the_split_to_max_samples() -> None:
     from treadle.config import TrainingConfigBuilder
 
     config = TrainingConfigBuilder.quick_prototype().build()
-    assert (config.max_train_samples, config.max_val_samples) == (1024, 256)
+    assert (config.max_train_samples, config.max_val_samples) == (3072, 512)
     module = UniversalDataModule.from_training_config(config)
     train, val = module.train_dataset(), module.val_dataset()
-    assert (len(train), len(val)) == (1024, 256)
+    assert (len(train), len(val)) == (3072, 512)
     full = UniversalDataModule.from_training_config(
         attrs.evolve(config, max_train_samples=None, max_val_samples=None)
     )
-    assert len(full.train_dataset()) > 1024
+    assert len(full.train_dataset()) > 3072
     # the first samples of the same split
     assert torch.equal(train[0]["input_ids"], full.train_dataset()[0]["input_ids"])
-    assert torch.equal(train[-1]["input_ids"], full.train_dataset()[1023]["input_ids"])
+    assert torch.equal(train[-1]["input_ids"], full.train_dataset()[3071]["input_ids"])
     with pytest.raises(IndexError):
-        train[1024]
+        train[3072]

@@ -45,9 +45,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dropout": 0.0,
         "keep_best_k": 1,
         "keep_last_n": 1,
-        # 1,024 blocks of 64 tokens per epoch (of ~6,500 in pydoc_topics): about a minute
-        "max_train_samples": 1024,
-        "max_val_samples": 256,
+        # 3,072 blocks of 64 tokens per epoch (of ~6,500 in pydoc_topics): about a minute
+        "max_train_samples": 3072,
+        "max_val_samples": 512,
         "run_name": "quick-prototype",
     },
     "baseline": {
