@@ -12,6 +12,7 @@ their metrics (``"experiments"``) and the job queue (``"jobs"``). A location is 
 from __future__ import annotations
 
 import builtins
+import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from treadle.plugins import PluginManager
 
 __all__ = [
+    "Row",
+    "json_list",
+    "model_entry_from_row",
+    "run_record_from_row",
     "DEFAULT_LOCATION",
     "MODEL_STATUSES",
     "RUN_STATUSES",
@@ -128,6 +133,58 @@ def encode_metrics(metrics: Mapping[str, Any], what: str = "metrics") -> dict[st
 def decode_metrics(data: Mapping[str, Any]) -> dict[str, float]:
     """The inverse of :func:`encode_metrics`."""
     return {str(name): float(value) for name, value in data.items()}
+
+
+class Row(Protocol):
+    """A database row read by column name: ``sqlite3.Row``, psycopg's dict rows."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+def json_list(text: str) -> tuple[str, ...]:
+    """A JSON array of strings, as stores keep tags and export formats."""
+    return () if text == "[]" else tuple(json.loads(text))
+
+
+def model_entry_from_row(row: Row, tags: Iterable[str]) -> ModelRegistryEntry:
+    """A registry entry from a row of a backend's ``models`` query (the columns every backend
+    selects under the entry's field names); ``tags`` as the backend aggregates them."""
+    return ModelRegistryEntry(
+        model_id=row["model_id"],
+        name=row["name"],
+        version=row["version"],
+        checkpoint_path=row["checkpoint_path"],
+        task_type=row["task_type"],
+        config_hash=row["config_hash"],
+        training_run_id=row["training_run_id"],
+        parent_model_id=row["parent_model_id"],
+        created_at=row["created_at"],
+        metrics=decode_metrics(json.loads(row["metrics"])),
+        export_formats=json_list(row["export_formats"]),
+        model_size_mb=float(row["model_size_mb"]),
+        memory_req_gb=float(row["memory_req_gb"]),
+        status=row["status"],
+        tags=tuple(sorted(tags)),
+        job_key=row["job_key"],
+        has_data_profile=bool(row["has_data_profile"]),
+    )
+
+
+def run_record_from_row(row: Row) -> RunRecord:
+    """A run from a row of a backend's ``runs`` table."""
+    return RunRecord(
+        run_id=row["run_id"],
+        run_name=row["run_name"],
+        status=row["status"],
+        config=json.loads(row["config"]),
+        notes=row["notes"],
+        run_dir=row["run_dir"],
+        created_at=row["created_at"],
+        ended_at=row["ended_at"],
+        error=row["error"],
+        attempt=row["attempt"],
+        summary=json.loads(row["summary"]),
+    )
 
 
 def scheme_of(location: str | Path) -> str:

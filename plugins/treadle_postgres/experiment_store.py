@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from treadle.errors import UnknownNameError
-from treadle.storage import MetricRow, MetricValues, RunRecord, utc_now
+from treadle.storage import MetricRow, MetricValues, RunRecord, run_record_from_row, utc_now
 from treadle_postgres.connection import Connection, Database, Migration
 
 __all__ = ["PostgresExperimentStore"]
@@ -70,22 +70,6 @@ MIGRATIONS: Sequence[Migration] = (
 )
 
 _ENDED = ("completed", "failed")
-
-
-def _run(row: dict[str, Any]) -> RunRecord:
-    return RunRecord(
-        run_id=row["run_id"],
-        run_name=row["run_name"],
-        status=row["status"],
-        config=json.loads(row["config"]),
-        notes=row["notes"],
-        run_dir=row["run_dir"],
-        created_at=row["created_at"],
-        ended_at=row["ended_at"],
-        error=row["error"],
-        attempt=row["attempt"],
-        summary=json.loads(row["summary"]),
-    )
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -260,7 +244,7 @@ class PostgresExperimentStore:
             row = db.execute("SELECT * FROM runs WHERE run_id = %s", (run_id,)).fetchone()
         if row is None:
             raise self._unknown(run_id)
-        return _run(row)
+        return run_record_from_row(row)
 
     def find_runs(
         self,
@@ -289,7 +273,7 @@ class PostgresExperimentStore:
             rows = db.execute(
                 f"SELECT * FROM runs {where} ORDER BY run_id DESC {limit_clause}", parameters
             ).fetchall()
-        return [_run(row) for row in rows]
+        return [run_record_from_row(row) for row in rows]
 
     def get_metrics(
         self,

@@ -27,7 +27,6 @@ import json
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -40,6 +39,11 @@ from treadle.jobs.records import (
     Job,
     JobAttempt,
     Schedule,
+    iso_seconds,
+    iso_time,
+    job_data_json,
+    job_from_row,
+    schedule_from_row,
 )
 from treadle_postgres.connection import Connection, Database, Migration
 
@@ -150,25 +154,8 @@ SELECT count(*) AS updated FROM done
 """
 
 
-def _iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
-
-
 def _iso_or_none(epoch_seconds: float | None) -> str | None:
-    return None if epoch_seconds is None else _iso(epoch_seconds)
-
-
-def _iso_seconds(epoch_seconds: float) -> str:
-    # fire times are whole seconds; written as the scheduler names them
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
-
-
-def _dumps(value: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        msg = f"job config and results must be JSON data (no NaN, no objects): {err}"
-        raise StorageError(msg) from err
+    return None if epoch_seconds is None else iso_time(epoch_seconds)
 
 
 class PostgresJobStore:
@@ -213,7 +200,7 @@ class PostgresJobStore:
     ) -> int:
         """Add a pending job; returns its id. ``available_at`` (seconds since the epoch) is
         read against the server's clock; by default the job is claimable at once."""
-        config_text = _dumps(config)
+        config_text = job_data_json(config)
         with self._db.connection() as db:
             row = db.execute(
                 "INSERT INTO jobs (job_type, status, priority, config, created_at, max_retries,"
@@ -251,7 +238,7 @@ class PostgresJobStore:
             JobAttempt(
                 attempt=attempt["attempt"],
                 worker_id=attempt["worker_id"],
-                started_at=_iso(attempt["started_at"]),
+                started_at=iso_time(attempt["started_at"]),
                 finished_at=_iso_or_none(attempt["finished_at"]),
                 outcome=attempt["outcome"],
                 error=attempt["error"],
@@ -259,7 +246,7 @@ class PostgresJobStore:
             )
             for attempt in attempt_rows
         )
-        return _job(row, attempts)
+        return job_from_row(row, attempts, times=_iso_or_none)
 
     def list(
         self,
@@ -287,7 +274,7 @@ class PostgresJobStore:
                 f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY job_id DESC {limit_clause}",
                 parameters,
             ).fetchall()
-        return [_job(row, ()) for row in rows]
+        return [job_from_row(row, (), times=_iso_or_none) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """The number of jobs in each status."""
@@ -422,7 +409,7 @@ class PostgresJobStore:
     def complete(self, claim: Claim, result: Mapping[str, Any]) -> bool:
         """Record the result of ``claim``'s attempt; ``False`` (and nothing written) when the
         claim was lost."""
-        result_text = _dumps(result)  # raises on non-JSON results before writing anything
+        result_text = job_data_json(result)  # raises on non-JSON results before writing anything
         return self._end_attempt(
             f"status = 'completed', result = %(result)s, completed_at = {NOW},"
             " error_message = NULL, lease_expires_at = NULL",
@@ -505,7 +492,7 @@ class PostgresJobStore:
         :raises StorageError: a schedule of this name exists.
         """
         now = time.time()
-        config_text = _dumps(config)
+        config_text = job_data_json(config)
         try:
             with self._db.connection() as db:
                 row = db.execute(
@@ -520,7 +507,7 @@ class PostgresJobStore:
                         timezone,
                         priority,
                         max_retries,
-                        _iso(now),
+                        iso_time(now),
                         now,
                     ),
                 ).fetchone()
@@ -537,7 +524,7 @@ class PostgresJobStore:
         """Every schedule, in creation order."""
         with self._db.connection() as db:
             rows = db.execute("SELECT * FROM job_schedules ORDER BY schedule_id").fetchall()
-        return [_schedule(row) for row in rows]
+        return [schedule_from_row(row) for row in rows]
 
     def schedule(self, schedule_id: int) -> Schedule:
         """One schedule.
@@ -550,7 +537,7 @@ class PostgresJobStore:
             ).fetchone()
         if row is None:
             raise self._no_schedule(schedule_id)
-        return _schedule(row)
+        return schedule_from_row(row)
 
     def set_paused(self, schedule_id: int, is_paused: bool) -> None:
         """Pause or resume a schedule; a resumed one fires only after now (no catch-up of the
@@ -590,7 +577,7 @@ class PostgresJobStore:
 
         :returns: the new job's id, or ``None`` when the fire time was already enqueued.
         """
-        config_text = _dumps(schedule.config)
+        config_text = job_data_json(schedule.config)
         with self._db.transaction() as db:
             row = db.execute(
                 "INSERT INTO jobs (job_type, status, priority, config, created_at, max_retries,"
@@ -612,50 +599,6 @@ class PostgresJobStore:
                 "UPDATE job_schedules SET fires_after = %s, last_fire_at = %s,"
                 " last_job_id = COALESCE(%s, last_job_id)"
                 " WHERE schedule_id = %s AND fires_after < %s",
-                (fire_at, _iso_seconds(fire_at), job_id, schedule.schedule_id, fire_at),
+                (fire_at, iso_seconds(fire_at), job_id, schedule.schedule_id, fire_at),
             )
         return job_id
-
-
-def _job(row: Mapping[str, Any], attempts: tuple[JobAttempt, ...]) -> Job:
-    failures = row["failures"]
-    lease = row["lease_expires_at"] if row["status"] == "running" else None
-    return Job(
-        job_id=row["job_id"],
-        job_type=row["job_type"],
-        status=row["status"],
-        priority=row["priority"],
-        config=json.loads(row["config"]),
-        created_at=_iso(row["created_at"]),
-        started_at=_iso_or_none(row["started_at"]),
-        completed_at=_iso_or_none(row["completed_at"]),
-        error_message=row["error_message"],
-        worker_id=row["worker_id"],
-        retry_count=min(failures, row["max_retries"]),
-        max_retries=row["max_retries"],
-        attempt=row["attempt"],
-        result=None if row["result"] is None else json.loads(row["result"]),
-        cancel_requested=bool(row["cancel_requested"]),
-        timeout_seconds=row["timeout_seconds"],
-        schedule_id=row["schedule_id"],
-        lease_expires_at=_iso_or_none(lease),
-        attempts=attempts,
-    )
-
-
-def _schedule(row: Mapping[str, Any]) -> Schedule:
-    return Schedule(
-        schedule_id=row["schedule_id"],
-        name=row["name"],
-        job_type=row["job_type"],
-        config=json.loads(row["config"]),
-        schedule_expr=row["schedule_expr"],
-        timezone=row["timezone"],
-        priority=row["priority"],
-        max_retries=row["max_retries"],
-        is_paused=bool(row["is_paused"]),
-        created_at=row["created_at"],
-        last_fire_at=row["last_fire_at"],
-        last_job_id=row["last_job_id"],
-        fires_after=row["fires_after"],
-    )

@@ -20,7 +20,7 @@ from treadle.storage import (
     ModelRegistryEntry,
     NewModel,
     RegistryError,
-    decode_metrics,
+    model_entry_from_row,
     utc_now,
 )
 from treadle_postgres.connection import Connection, Database, Migration
@@ -74,32 +74,6 @@ _COLUMNS = (
 #: How often a registration that lost a race on a unique key is tried again (it then finds
 #: the winner's row and answers as if it had come second).
 _RACE_RETRIES = 3
-
-
-def _list(text: str) -> tuple[str, ...]:
-    return () if text == "[]" else tuple(json.loads(text))
-
-
-def _entry(row: dict[str, Any]) -> ModelRegistryEntry:
-    return ModelRegistryEntry(
-        model_id=row["model_id"],
-        name=row["name"],
-        version=row["version"],
-        checkpoint_path=row["checkpoint_path"],
-        task_type=row["task_type"],
-        config_hash=row["config_hash"],
-        training_run_id=row["training_run_id"],
-        parent_model_id=row["parent_model_id"],
-        created_at=row["created_at"],
-        metrics=decode_metrics(json.loads(row["metrics"])),
-        export_formats=_list(row["export_formats"]),
-        model_size_mb=float(row["model_size_mb"]),
-        memory_req_gb=float(row["memory_req_gb"]),
-        status=row["status"],
-        tags=tuple(sorted(row["tags"])),
-        job_key=row["job_key"],
-        has_data_profile=bool(row["has_data_profile"]),
-    )
 
 
 class PostgresModelStore:
@@ -293,7 +267,7 @@ class PostgresModelStore:
             ).fetchone()
         if row is None:
             raise self._unknown(model_id)
-        return _entry(row)
+        return model_entry_from_row(row, row["tags"])
 
     def find_models(
         self,
@@ -328,7 +302,7 @@ class PostgresModelStore:
                 f" ORDER BY m.model_id DESC {limit_clause}",
                 parameters,
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [model_entry_from_row(row, row["tags"]) for row in rows]
 
     def get_data_profile(self, model_id: int) -> dict[str, Any] | None:
         with self._db.connection() as db:
@@ -356,7 +330,7 @@ class PostgresModelStore:
                 " ORDER BY chain.depth",
                 (model_id,),
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [model_entry_from_row(row, row["tags"]) for row in rows]
 
     def descendants(self, model_id: int) -> list[ModelRegistryEntry]:
         self.get_model(model_id)
@@ -371,4 +345,4 @@ class PostgresModelStore:
                 " ORDER BY m.model_id",
                 (model_id,),
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [model_entry_from_row(row, row["tags"]) for row in rows]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from treadle.errors import UnknownNameError
-from treadle.storage import MetricRow, MetricValues, RunRecord, utc_now
+from treadle.storage import MetricRow, MetricValues, RunRecord, run_record_from_row, utc_now
 from treadle_sqlite.connection import Migration, open_database, transaction
 
 __all__ = ["SQLiteExperimentStore"]
@@ -69,22 +69,6 @@ MIGRATIONS: Sequence[Migration] = (
 )
 
 _ENDED = ("completed", "failed")
-
-
-def _run(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        run_id=row["run_id"],
-        run_name=row["run_name"],
-        status=row["status"],
-        config=json.loads(row["config"]),
-        notes=row["notes"],
-        run_dir=row["run_dir"],
-        created_at=row["created_at"],
-        ended_at=row["ended_at"],
-        error=row["error"],
-        attempt=row["attempt"],
-        summary=json.loads(row["summary"]),
-    )
 
 
 class SQLiteExperimentStore:
@@ -244,7 +228,7 @@ class SQLiteExperimentStore:
             ).fetchone()
         if row is None:
             raise self._unknown(run_id)
-        return _run(row)
+        return run_record_from_row(row)
 
     def find_runs(
         self,
@@ -273,7 +257,7 @@ class SQLiteExperimentStore:
             rows = self._connection.execute(
                 f"SELECT * FROM runs {where} ORDER BY run_id DESC {limit_clause}", parameters
             ).fetchall()
-        return [_run(row) for row in rows]
+        return [run_record_from_row(row) for row in rows]
 
     def get_metrics(
         self,

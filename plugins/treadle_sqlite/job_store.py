@@ -15,7 +15,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,11 @@ from treadle.jobs.records import (
     Job,
     JobAttempt,
     Schedule,
+    iso_seconds,
+    iso_time,
+    job_data_json,
+    job_from_row,
+    schedule_from_row,
 )
 from treadle_sqlite.connection import Migration, open_database, transaction
 
@@ -122,23 +126,6 @@ _JOB_COLUMNS = (
 )
 
 
-def _iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
-
-
-def _iso_seconds(epoch_seconds: float) -> str:
-    # fire times are whole seconds; written as the scheduler names them
-    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
-
-
-def _dumps(value: Mapping[str, Any]) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        msg = f"job config and results must be JSON data (no NaN, no objects): {err}"
-        raise StorageError(msg) from err
-
-
 class SQLiteJobStore:
     """Jobs, attempts and schedules in one SQLite file (shared with other treadle stores).
 
@@ -180,8 +167,8 @@ class SQLiteJobStore:
                 (
                     job_type,
                     priority,
-                    _dumps(config),
-                    _iso(now),
+                    job_data_json(config),
+                    iso_time(now),
                     max_retries,
                     timeout_seconds,
                     now if available_at is None else available_at,
@@ -215,7 +202,7 @@ class SQLiteJobStore:
                 "SELECT * FROM job_attempts WHERE job_id = ? ORDER BY attempt", (job_id,)
             )
         )
-        return _job(row, attempts)
+        return job_from_row(row, attempts)
 
     def list(
         self,
@@ -238,7 +225,7 @@ class SQLiteJobStore:
             f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY job_id DESC {limit_clause}",
             parameters,
         )
-        return [_job(row, ()) for row in rows]
+        return [job_from_row(row, ()) for row in rows]
 
     def counts(self) -> dict[str, int]:
         """The number of jobs in each status."""
@@ -263,7 +250,7 @@ class SQLiteJobStore:
                 db.execute(
                     "UPDATE jobs SET status = 'cancelled', completed_at = ?,"
                     " error_message = 'cancelled before it ran' WHERE job_id = ?",
-                    (_iso(now), job_id),
+                    (iso_time(now), job_id),
                 )
                 return status, "cancelled"
             if status == "running":
@@ -292,14 +279,14 @@ class SQLiteJobStore:
                 "  ORDER BY priority DESC, job_id LIMIT 1)"
                 " RETURNING job_id, attempt, job_type, config, max_retries, failures,"
                 " timeout_seconds, uid",
-                (worker_id, now + lease_seconds, _iso(now), now),
+                (worker_id, now + lease_seconds, iso_time(now), now),
             ).fetchone()
             if row is None:
                 return None
             db.execute(
                 "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at, outcome)"
                 " VALUES (?, ?, ?, ?, 'running')",
-                (row["job_id"], row["attempt"], worker_id, _iso(now)),
+                (row["job_id"], row["attempt"], worker_id, iso_time(now)),
             )
         return Claim(
             job_id=row["job_id"],
@@ -340,7 +327,7 @@ class SQLiteJobStore:
                     status,
                     error,
                     now,
-                    None if status == "pending" else _iso(now),
+                    None if status == "pending" else iso_time(now),
                     job["job_id"],
                 ),
             )
@@ -358,7 +345,7 @@ class SQLiteJobStore:
         db.execute(
             "UPDATE job_attempts SET outcome = ?, error = ?, finished_at = ?, retry_delay = ?"
             " WHERE job_id = ? AND attempt = ?",
-            (outcome, error, _iso(now), retry_delay, job_id, attempt),
+            (outcome, error, iso_time(now), retry_delay, job_id, attempt),
         )
 
     _OWNED = "job_id = ? AND worker_id = ? AND attempt = ? AND status = 'running'"
@@ -378,12 +365,12 @@ class SQLiteJobStore:
         """Record the result of ``claim``'s attempt; ``False`` (and nothing written) when the
         claim was lost."""
         now = time.time()
-        result_text = _dumps(result)  # before the write lock: raises on non-JSON results
+        result_text = job_data_json(result)  # before the write lock: raises on non-JSON results
         with transaction(self._connection) as db:
             updated = db.execute(
                 "UPDATE jobs SET status = 'completed', result = ?, completed_at = ?,"
                 f" error_message = NULL, lease_expires_at = NULL WHERE {self._OWNED}",
-                (result_text, _iso(now), claim.job_id, claim.worker_id, claim.attempt),
+                (result_text, iso_time(now), claim.job_id, claim.worker_id, claim.attempt),
             ).rowcount
             if updated:
                 self._finish_attempt(db, claim.job_id, claim.attempt, "completed", None, now)
@@ -414,7 +401,7 @@ class SQLiteJobStore:
                     status,
                     error,
                     now + retry_delay,
-                    None if retrying else _iso(now),
+                    None if retrying else iso_time(now),
                     claim.job_id,
                     claim.worker_id,
                     claim.attempt,
@@ -439,7 +426,7 @@ class SQLiteJobStore:
             updated = db.execute(
                 "UPDATE jobs SET status = 'cancelled', error_message = ?, completed_at = ?,"
                 f" lease_expires_at = NULL WHERE {self._OWNED}",
-                (reason, _iso(now), claim.job_id, claim.worker_id, claim.attempt),
+                (reason, iso_time(now), claim.job_id, claim.worker_id, claim.attempt),
             ).rowcount
             if updated:
                 self._finish_attempt(db, claim.job_id, claim.attempt, "cancelled", reason, now)
@@ -486,12 +473,12 @@ class SQLiteJobStore:
                     (
                         name,
                         job_type,
-                        _dumps(config),
+                        job_data_json(config),
                         schedule_expr,
                         timezone,
                         priority,
                         max_retries,
-                        _iso(now),
+                        iso_time(now),
                         now,
                     ),
                 ).fetchone()
@@ -506,7 +493,7 @@ class SQLiteJobStore:
     def schedules(self) -> builtins.list[Schedule]:
         """Every schedule, in creation order."""
         rows = self._connection.execute("SELECT * FROM job_schedules ORDER BY schedule_id")
-        return [_schedule(row) for row in rows]
+        return [schedule_from_row(row) for row in rows]
 
     def schedule(self, schedule_id: int) -> Schedule:
         """One schedule.
@@ -519,7 +506,7 @@ class SQLiteJobStore:
         if row is None:
             msg = f"No schedule {schedule_id} in {self.location}."
             raise UnknownNameError(msg)
-        return _schedule(row)
+        return schedule_from_row(row)
 
     def set_paused(self, schedule_id: int, is_paused: bool) -> None:
         """Pause or resume a schedule; a resumed one fires only after now (no catch-up of the
@@ -568,8 +555,8 @@ class SQLiteJobStore:
                 (
                     schedule.job_type,
                     schedule.priority,
-                    _dumps(schedule.config),
-                    _iso(now),
+                    job_data_json(schedule.config),
+                    iso_time(now),
                     schedule.max_retries,
                     now,
                     schedule.schedule_id,
@@ -582,50 +569,6 @@ class SQLiteJobStore:
                 "UPDATE job_schedules SET fires_after = ?, last_fire_at = ?,"
                 " last_job_id = COALESCE(?, last_job_id)"
                 " WHERE schedule_id = ? AND fires_after < ?",
-                (fire_at, _iso_seconds(fire_at), job_id, schedule.schedule_id, fire_at),
+                (fire_at, iso_seconds(fire_at), job_id, schedule.schedule_id, fire_at),
             )
         return job_id
-
-
-def _job(row: sqlite3.Row, attempts: tuple[JobAttempt, ...]) -> Job:
-    failures = row["failures"]
-    lease = row["lease_expires_at"] if row["status"] == "running" else None
-    return Job(
-        job_id=row["job_id"],
-        job_type=row["job_type"],
-        status=row["status"],
-        priority=row["priority"],
-        config=json.loads(row["config"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        completed_at=row["completed_at"],
-        error_message=row["error_message"],
-        worker_id=row["worker_id"],
-        retry_count=min(failures, row["max_retries"]),
-        max_retries=row["max_retries"],
-        attempt=row["attempt"],
-        result=None if row["result"] is None else json.loads(row["result"]),
-        cancel_requested=bool(row["cancel_requested"]),
-        timeout_seconds=row["timeout_seconds"],
-        schedule_id=row["schedule_id"],
-        lease_expires_at=None if lease is None else _iso(lease),
-        attempts=attempts,
-    )
-
-
-def _schedule(row: sqlite3.Row) -> Schedule:
-    return Schedule(
-        schedule_id=row["schedule_id"],
-        name=row["name"],
-        job_type=row["job_type"],
-        config=json.loads(row["config"]),
-        schedule_expr=row["schedule_expr"],
-        timezone=row["timezone"],
-        priority=row["priority"],
-        max_retries=row["max_retries"],
-        is_paused=bool(row["is_paused"]),
-        created_at=row["created_at"],
-        last_fire_at=row["last_fire_at"],
-        last_job_id=row["last_job_id"],
-        fires_after=row["fires_after"],
-    )

@@ -20,7 +20,8 @@ from treadle.storage import (
     ModelRegistryEntry,
     NewModel,
     RegistryError,
-    decode_metrics,
+    json_list,
+    model_entry_from_row,
     utc_now,
 )
 from treadle_sqlite.connection import Migration, open_database, transaction
@@ -69,32 +70,6 @@ _COLUMNS = (
     " m.data_profile IS NOT NULL AS has_data_profile,"
     " (SELECT json_group_array(tag) FROM model_tags WHERE model_id = m.model_id) AS tags"
 )
-
-
-def _list(text: str) -> tuple[str, ...]:
-    return () if text == "[]" else tuple(json.loads(text))
-
-
-def _entry(row: sqlite3.Row) -> ModelRegistryEntry:
-    return ModelRegistryEntry(
-        model_id=row["model_id"],
-        name=row["name"],
-        version=row["version"],
-        checkpoint_path=row["checkpoint_path"],
-        task_type=row["task_type"],
-        config_hash=row["config_hash"],
-        training_run_id=row["training_run_id"],
-        parent_model_id=row["parent_model_id"],
-        created_at=row["created_at"],
-        metrics=decode_metrics(json.loads(row["metrics"])),
-        export_formats=_list(row["export_formats"]),
-        model_size_mb=float(row["model_size_mb"]),
-        memory_req_gb=float(row["memory_req_gb"]),
-        status=row["status"],
-        tags=tuple(sorted(_list(row["tags"]))),
-        job_key=row["job_key"],
-        has_data_profile=bool(row["has_data_profile"]),
-    )
 
 
 class SQLiteModelStore:
@@ -261,7 +236,7 @@ class SQLiteModelStore:
             ).fetchone()
         if row is None:
             raise self._unknown(model_id)
-        return _entry(row)
+        return model_entry_from_row(row, json_list(row["tags"]))
 
     def find_models(
         self,
@@ -296,7 +271,7 @@ class SQLiteModelStore:
                 f" ORDER BY m.model_id DESC {limit_clause}",
                 parameters,
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [model_entry_from_row(row, json_list(row["tags"])) for row in rows]
 
     def get_data_profile(self, model_id: int) -> dict[str, Any] | None:
         with self._lock:
@@ -324,7 +299,7 @@ class SQLiteModelStore:
                 " ORDER BY chain.depth",
                 (model_id,),
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [model_entry_from_row(row, json_list(row["tags"])) for row in rows]
 
     def descendants(self, model_id: int) -> list[ModelRegistryEntry]:
         self.get_model(model_id)
@@ -339,4 +314,4 @@ class SQLiteModelStore:
                 " ORDER BY m.model_id",
                 (model_id,),
             ).fetchall()
-        return [_entry(row) for row in rows]
+        return [model_entry_from_row(row, json_list(row["tags"])) for row in rows]

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
+
+from treadle.errors import StorageError
+
+if TYPE_CHECKING:
+    from treadle.storage import Row
 
 __all__ = [
     "ATTEMPT_OUTCOMES",
@@ -18,6 +25,11 @@ __all__ = [
     "JobAttempt",
     "JobStatus",
     "Schedule",
+    "iso_time",
+    "iso_seconds",
+    "job_data_json",
+    "job_from_row",
+    "schedule_from_row",
 ]
 
 JobStatus = Literal["pending", "running", "completed", "failed", "cancelled"]
@@ -160,3 +172,87 @@ class Schedule:
     last_job_id: int | None
     fires_after: float
     next_fire_at: str | None = None
+
+
+# -- what every job store writes and reads ---------------------------------------------------
+
+
+def iso_time(epoch_seconds: float) -> str:
+    """An epoch time as the job records show it: ISO 8601, UTC, milliseconds."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
+
+
+def iso_seconds(epoch_seconds: float) -> str:
+    """A fire time (whole seconds) as the scheduler names it."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
+
+
+def job_data_json(value: Mapping[str, Any]) -> str:
+    """A job's config or result as stored: sorted JSON, no NaN.
+
+    :raises StorageError: the value is not JSON data.
+    """
+    try:
+        return json.dumps(value, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        msg = f"job config and results must be JSON data (no NaN, no objects): {err}"
+        raise StorageError(msg) from err
+
+
+def _as_stored(value: Any) -> Any:
+    return value
+
+
+def job_from_row(
+    row: Row,
+    attempts: tuple[JobAttempt, ...],
+    *,
+    times: Callable[[Any], str | None] = _as_stored,
+) -> Job:
+    """A job from a row of a backend's ``jobs`` query.
+
+    :param times: turns the stored ``created_at``/``started_at``/``completed_at`` into ISO
+        text (None stays None); stores that keep ISO text already leave the default. The lease
+        is an epoch time in every store.
+    """
+    lease = row["lease_expires_at"] if row["status"] == "running" else None
+    return Job(
+        job_id=row["job_id"],
+        job_type=row["job_type"],
+        status=row["status"],
+        priority=row["priority"],
+        config=json.loads(row["config"]),
+        created_at=str(times(row["created_at"])),
+        started_at=times(row["started_at"]),
+        completed_at=times(row["completed_at"]),
+        error_message=row["error_message"],
+        worker_id=row["worker_id"],
+        retry_count=min(row["failures"], row["max_retries"]),
+        max_retries=row["max_retries"],
+        attempt=row["attempt"],
+        result=None if row["result"] is None else json.loads(row["result"]),
+        cancel_requested=bool(row["cancel_requested"]),
+        timeout_seconds=row["timeout_seconds"],
+        schedule_id=row["schedule_id"],
+        lease_expires_at=None if lease is None else iso_time(lease),
+        attempts=attempts,
+    )
+
+
+def schedule_from_row(row: Row) -> Schedule:
+    """A schedule from a row of a backend's ``schedules`` table."""
+    return Schedule(
+        schedule_id=row["schedule_id"],
+        name=row["name"],
+        job_type=row["job_type"],
+        config=json.loads(row["config"]),
+        schedule_expr=row["schedule_expr"],
+        timezone=row["timezone"],
+        priority=row["priority"],
+        max_retries=row["max_retries"],
+        is_paused=bool(row["is_paused"]),
+        created_at=row["created_at"],
+        last_fire_at=row["last_fire_at"],
+        last_job_id=row["last_job_id"],
+        fires_after=row["fires_after"],
+    )
