@@ -25,7 +25,7 @@ from treadle.engine.assembly import EngineParts
 from treadle.engine.dispatch import LifecycleDispatch
 from treadle.engine.loops import EpochProgress, EpochResult, TrainingLoop, ValidationLoop
 from treadle.engine.optim import build_optimizer, build_scheduler, warmup_steps
-from treadle.engine.precision import resolve_precision
+from treadle.engine.precision import Precision, resolve_precision
 from treadle.engine.resume import (
     EarlyStopping,
     ResumePoint,
@@ -182,6 +182,18 @@ class Trainer:
         finally:
             distributed.close()
 
+    def _validation_loop(
+        self, precision: Precision, distributed: DistributedContext | None
+    ) -> ValidationLoop:
+        """The task's validation loop: its loss, its metrics, its pad id."""
+        return ValidationLoop(
+            self.loss_strategy,
+            metrics=self.metric_factories,
+            precision=precision,
+            pad_token_id=self.task_spec.pad_token_id,
+            distributed=distributed,
+        )
+
     def evaluate(self, eval_data: Any, *, metric_prefix: str = "eval_") -> dict[str, float]:
         """Run one validation pass of the model as it is now: no training, no checkpoint.
 
@@ -199,15 +211,10 @@ class Trainer:
         distributed = DistributedContext.current(self.device)
         if distributed is not None and _is_sharded(model):
             distributed.parallel = "fsdp"
-        loop = ValidationLoop(
-            self.loss_strategy,
-            metrics=self.metric_factories,
-            precision=resolve_precision(
-                self.training_config.precision, self.training_config.use_amp, self.device
-            ),
-            pad_token_id=self.task_spec.pad_token_id,
-            distributed=distributed,
+        precision = resolve_precision(
+            self.training_config.precision, self.training_config.use_amp, self.device
         )
+        loop = self._validation_loop(precision, distributed)
         result = loop.run_epoch(0, model, loader, self.device)
         if result.num_batches == 0:
             msg = "Trainer.evaluate: the evaluation data yielded no batch; nothing to evaluate"
@@ -304,13 +311,7 @@ class _Run:
             log_every_n_steps=config.log_every_n_steps,
             distributed=distributed,
         )
-        self.validation_loop = ValidationLoop(
-            trainer.loss_strategy,
-            metrics=trainer.metric_factories,
-            precision=self.precision,
-            pad_token_id=trainer.task_spec.pad_token_id,
-            distributed=distributed,
-        )
+        self.validation_loop = trainer._validation_loop(self.precision, distributed)
         monitor = config.monitor_metric
         if self.val_loader is None and monitor.startswith("val_"):
             monitor = "train_" + monitor.removeprefix("val_")
