@@ -17,7 +17,6 @@ number of workers; ``loader.sampler`` is a :class:`~treadle.data.samplers.Resuma
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Sized
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +25,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from treadle.data.samplers import DistributedResumableSampler, ResumableSampler
+from treadle.seed import make_generator, seed_worker
 
 if TYPE_CHECKING:
     from treadle.plugins import PluginManager
     from treadle.protocols import Collator
     from treadle.task import TaskSpec
 
+# seed_worker is treadle.seed's, named here too for the data layer's users
 __all__ = ["DataLoaderConfig", "DataLoaderFactory", "seed_worker"]
 
 logger = logging.getLogger(__name__)
@@ -72,19 +73,6 @@ class DataLoaderConfig:
     num_workers: int | None = attrs.field(default=None, validator=_optional_at_least_0)
     persistent_workers: bool | None = None
     timeout: float = attrs.field(default=0.0, validator=attrs.validators.ge(0.0))
-
-
-def seed_worker(worker_id: int) -> None:
-    """A loader worker's init function: seeds ``random`` and NumPy from the torch seed
-    PyTorch gave the worker (the loader generator's draw plus the worker id), so random
-    transforms in ``__getitem__`` repeat from run to run."""
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    try:
-        import numpy
-    except ImportError:  # numpy is optional for torch itself
-        return
-    numpy.random.seed(seed)
 
 
 class DataLoaderFactory:
@@ -176,7 +164,7 @@ class DataLoaderFactory:
             num_workers=num_workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             worker_init_fn=seed_worker,
-            generator=torch.Generator().manual_seed(self.seed),
+            generator=make_generator(self.seed),
             timeout=config.timeout,
             **options,
         )
