@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from treadle_models.tracing import is_tracing
+
 __all__ = ["SmallCNN"]
 
 
@@ -73,7 +75,7 @@ class SmallCNN(nn.Module):
         :raises ValueError: ``pixel_values`` is not 4-D or has another number of channels.
         """
         # Under torch.jit.trace a shape comparison would be frozen with a TracerWarning.
-        wrong_channels = not _is_tracing() and pixel_values.shape[1] != self.in_channels
+        wrong_channels = not is_tracing() and pixel_values.shape[1] != self.in_channels
         if pixel_values.dim() != 4 or wrong_channels:
             msg = (
                 f"SmallCNN expects pixel_values of shape (batch, {self.in_channels}, height, "
@@ -82,7 +84,3 @@ class SmallCNN(nn.Module):
             raise ValueError(msg)
         pooled = self.pool(self.features(pixel_values)).flatten(1)
         return self.classifier(self.dropout(pooled))  # type: ignore[no-any-return]
-
-
-def _is_tracing() -> bool:
-    return bool(torch.jit.is_tracing())  # type: ignore[attr-defined,no-untyped-call]

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
+from treadle_models.tracing import is_tracing
+
 __all__ = ["CausalSelfAttention", "TinyGPT", "TransformerBlock"]
 
 
@@ -181,7 +183,7 @@ class TinyGPT(nn.Module):
         length = input_ids.shape[1]
         # Under torch.jit.trace the comparison would be frozen (with a TracerWarning); the
         # traced graph fails on a too-long input anyway, at the position embedding.
-        if not _is_tracing() and length > self.max_seq_len:
+        if not is_tracing() and length > self.max_seq_len:
             msg = (
                 f"TinyGPT got a sequence of {length} tokens but its max_seq_len is "
                 f"{self.max_seq_len}: truncate the input (the task's max_seq_len) or build the "
@@ -259,10 +261,6 @@ def _allowed(attention_mask: torch.Tensor, positions: torch.Tensor) -> torch.Ten
     key = positions[None, :]
     real_keys = (attention_mask != 0)[:, None, None, :]
     return ((key <= query) & real_keys) | (key == query)
-
-
-def _is_tracing() -> bool:
-    return bool(torch.jit.is_tracing())  # type: ignore[attr-defined,no-untyped-call]
 
 
 def _check_gpt_sizes(**sizes: int | float) -> None:
