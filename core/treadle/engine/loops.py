@@ -370,10 +370,18 @@ class TrainingLoop:
         assert reported is not None  # a window holds at least one batch
         return reported
 
+    def _loss_inputs(self, batch: Batch) -> dict[str, Any]:
+        """What the loss sees besides logits and labels; ``count_items`` sees the same, so
+        the counts and the loss agree on which items count."""
+        loss_inputs: dict[str, Any] = {"pad_token_id": self.pad_token_id}
+        if "attention_mask" in batch:
+            loss_inputs["attention_mask"] = batch["attention_mask"]
+        return loss_inputs
+
     def _items_of(self, batch: Batch) -> Any:
         labels = batch["labels"]
         if self._count_items is not None:
-            return self._count_items(labels, batch)
+            return self._count_items(labels, self._loss_inputs(batch))
         return int(labels.shape[0])
 
     def _forward_loss(
@@ -381,9 +389,7 @@ class TrainingLoop:
     ) -> torch.Tensor:
         model_inputs = dict(batch)
         labels = model_inputs.pop("labels")
-        loss_inputs: dict[str, Any] = {"pad_token_id": self.pad_token_id}
-        if "attention_mask" in batch:
-            loss_inputs["attention_mask"] = batch["attention_mask"]
+        loss_inputs = self._loss_inputs(batch)
         if window_items is not None and self._count_items is not None:
             loss_inputs["num_items_in_batch"] = window_items
         precision = self.precision
@@ -542,7 +548,7 @@ class ValidationLoop:
                     if not counts:
                         continue  # a repeat that kept FSDP's gathers in step: not counted
                     items = (
-                        self._count_items(labels, batch)
+                        self._count_items(labels, loss_inputs)
                         if self._count_items is not None
                         else int(labels.shape[0])
                     )
