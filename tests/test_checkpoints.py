@@ -27,6 +27,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from treadle.engine import checkpoints
+from treadle.engine.checkpoints import files as files_module
+from treadle.engine.checkpoints import manager as manager_module
+from treadle.engine.checkpoints import names as names_module
 from treadle.engine.checkpoints import (
     INDEX_NAME,
     CheckpointError,
@@ -193,7 +196,8 @@ def test_names_carry_epoch_and_step_and_the_manifest_says_which_is_best(tmp_path
     assert rows["epoch_001_step_000120.pt"]["step"] == 120
     for name, row in rows.items():
         assert row["size_bytes"] == (tmp_path / name).stat().st_size
-        assert len(row["sha256"]) == 64
+        assert row["hash"]["algorithm"] == "sha256"
+        assert len(row["hash"]["hex"]) == 64
         assert {"epoch", "metrics", "timestamp"} <= row.keys()
     assert manager.get_best_checkpoint() == str(tmp_path / "epoch_001.pt")
 
@@ -339,8 +343,8 @@ def test_kept_files_are_best_k_and_last_n_and_nan_is_never_best(
 def test_large_files_are_deleted_on_a_thread_that_wait_joins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checkpoints, "_BACKGROUND_BYTES", 0)
-    real_unlink = checkpoints._unlink
+    monkeypatch.setattr(manager_module, "_BACKGROUND_BYTES", 0)
+    real_unlink = files_module.unlink
     threads: list[str] = []
 
     def slow_unlink(path: Path) -> None:
@@ -348,7 +352,7 @@ def test_large_files_are_deleted_on_a_thread_that_wait_joins(
         time.sleep(0.05)
         real_unlink(path)
 
-    monkeypatch.setattr(checkpoints, "_unlink", slow_unlink)
+    monkeypatch.setattr(files_module, "unlink", slow_unlink)
     manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
     manager.save_checkpoint(0, {}, Net(), None)
     manager.save_checkpoint(1, {}, Net(), None)
@@ -395,11 +399,11 @@ def _kill_on_replace(fragment: str) -> Callable[[CheckpointManager], None]:
 
 
 def _kill_after_rename(manager: CheckpointManager) -> None:
-    checkpoints._fsync_directory = _exit_now
+    files_module.fsync_directory = _exit_now
 
 
 def _kill_before_deleting(manager: CheckpointManager) -> None:
-    checkpoints._unlink = _exit_now
+    files_module.unlink = _exit_now
 
 
 KILL_POINTS: dict[str, Callable[[CheckpointManager], None]] = {
@@ -417,7 +421,7 @@ def test_a_kill_mid_save_leaves_the_last_finished_checkpoint_and_no_debris(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
     # as for large checkpoints: hashed beside the fsync, dropped files deleted on a thread
-    monkeypatch.setattr(checkpoints, "_BACKGROUND_BYTES", 0)
+    monkeypatch.setattr(manager_module, "_BACKGROUND_BYTES", 0)
     model, optimizer, _ = trained()
     manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
     manager.save_checkpoint(0, {"val_loss": 1.0}, model, optimizer)
@@ -496,7 +500,7 @@ while True:
 
 
 def test_stray_temp_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
-    token = checkpoints._PROCESS_TOKEN
+    token = names_module.process_token()
     other_token = "0" * 12 if token != "0" * 12 else "1" * 12
     dead = f".epoch_001.pt.{os.getpid()}-{other_token}-0.tmp"  # our pid, a previous process
     live = f".epoch_002.pt.{os.getppid()}-{other_token}-0.tmp"  # a live process's save
@@ -816,7 +820,7 @@ def test_async_save_writes_the_state_as_it_was_at_the_call(tmp_path: Path) -> No
 
 
 def test_async_keeps_one_save_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save = checkpoints._torch_save
+    real_save = manager_module._torch_save
     running: list[int] = []
     overlaps: list[int] = []
 
@@ -827,7 +831,7 @@ def test_async_keeps_one_save_in_flight(tmp_path: Path, monkeypatch: pytest.Monk
         real_save(payload, writer)
         running.pop()
 
-    monkeypatch.setattr(checkpoints, "_torch_save", slow_save)
+    monkeypatch.setattr(manager_module, "_torch_save", slow_save)
     manager = CheckpointManager(tmp_path, async_save=True, keep_last_n=5)
     for epoch in range(3):
         manager.save_checkpoint(epoch, {}, Net(), None)
