@@ -27,15 +27,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from treadle.engine import checkpoints
-from treadle.engine.checkpoints import files as files_module
-from treadle.engine.checkpoints import manager as manager_module
-from treadle.engine.checkpoints import names as names_module
 from treadle.engine.checkpoints import (
     INDEX_NAME,
     CheckpointError,
     CheckpointManager,
     CheckpointMetadata,
 )
+from treadle.engine.checkpoints import files as files_module
+from treadle.engine.checkpoints import folder as folder_module
+from treadle.engine.checkpoints import names as names_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -343,7 +343,7 @@ def test_kept_files_are_best_k_and_last_n_and_nan_is_never_best(
 def test_large_files_are_deleted_on_a_thread_that_wait_joins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(manager_module, "_BACKGROUND_BYTES", 0)
+    monkeypatch.setattr(folder_module, "_BACKGROUND_BYTES", 0)
     real_unlink = files_module.unlink
     threads: list[str] = []
 
@@ -421,7 +421,7 @@ def test_a_kill_mid_save_leaves_the_last_finished_checkpoint_and_no_debris(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
     # as for large checkpoints: hashed beside the fsync, dropped files deleted on a thread
-    monkeypatch.setattr(manager_module, "_BACKGROUND_BYTES", 0)
+    monkeypatch.setattr(folder_module, "_BACKGROUND_BYTES", 0)
     model, optimizer, _ = trained()
     manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
     manager.save_checkpoint(0, {"val_loss": 1.0}, model, optimizer)
@@ -820,7 +820,7 @@ def test_async_save_writes_the_state_as_it_was_at_the_call(tmp_path: Path) -> No
 
 
 def test_async_keeps_one_save_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save = manager_module._torch_save
+    real_save = folder_module._torch_save
     running: list[int] = []
     overlaps: list[int] = []
 
@@ -831,7 +831,7 @@ def test_async_keeps_one_save_in_flight(tmp_path: Path, monkeypatch: pytest.Monk
         real_save(payload, writer)
         running.pop()
 
-    monkeypatch.setattr(manager_module, "_torch_save", slow_save)
+    monkeypatch.setattr(folder_module, "_torch_save", slow_save)
     manager = CheckpointManager(tmp_path, async_save=True, keep_last_n=5)
     for epoch in range(3):
         manager.save_checkpoint(epoch, {}, Net(), None)

@@ -3,29 +3,24 @@ delegating file writing, the manifest, retention and verification to its sibling
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
 import threading
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import torch
 
-from treadle.engine.checkpoints import files
-from treadle.engine.checkpoints.digests import NEW_DIGESTS
 from treadle.engine.checkpoints.errors import CheckpointError
+from treadle.engine.checkpoints.folder import CheckpointFolder, SaveJob
 from treadle.engine.checkpoints.loading import listed_damage, read_verified
-from treadle.engine.checkpoints.manifest import Entry, encode_manifest
+from treadle.engine.checkpoints.manifest import Entry
 from treadle.engine.checkpoints.metadata import CheckpointMetadata
-from treadle.engine.checkpoints.names import CHECKPOINT_NAME, INDEX_NAME, checkpoint_name
-from treadle.engine.checkpoints.recovery import recover
+from treadle.engine.checkpoints.names import CHECKPOINT_NAME, checkpoint_name
 from treadle.engine.checkpoints.retention import RetentionPolicy
 from treadle.engine.checkpoints.state import (
     apply_state,
@@ -43,28 +38,7 @@ __all__ = ["CheckpointManager"]
 
 logger = logging.getLogger(__name__)
 
-#: Below this, deleting on a thread costs more than it saves.
-_BACKGROUND_BYTES = 1 << 25
 _MIB = float(1 << 20)
-
-
-@attrs.frozen
-class _SaveJob:
-    """What a save writes; built on the caller's thread, written on it or a background one."""
-
-    name: str
-    payload: dict[str, Any]
-    epoch: int
-    step: int
-    mid_epoch: bool
-    metrics: dict[str, float]
-    timestamp: str
-    model_size_mb: float
-    optimizer_state_size_mb: float
-
-
-def _torch_save(payload: dict[str, Any], writer: files.FileWriter) -> None:
-    torch.save(payload, writer)  # type: ignore[arg-type]  # a file object is what it takes
 
 
 class CheckpointManager:
@@ -137,30 +111,19 @@ class CheckpointManager:
         self._policy = RetentionPolicy(
             monitor=monitor, mode=mode, keep_best_k=keep_best_k, keep_last_n=keep_last_n
         )
-        self._lock = threading.RLock()
+        self._folder = CheckpointFolder(self.checkpoint_dir, self.drive_backup_path, self._policy)
         #: path -> (inode, size, mtime, ctime) of a file whose digest was just checked; one use.
         self._verified: dict[str, tuple[int, int, int, int]] = {}
         self._pending: threading.Thread | None = None
-        self._deleting: threading.Thread | None = None
         self._pending_error: BaseException | None = None
-        #: the files the manifest on disk lists as being deleted
-        self._listed_deleting: list[str] = []
-        recovered = recover(self.checkpoint_dir, self.drive_backup_path, self._policy, NEW_DIGESTS)
-        self._entries: list[Entry] = recovered.entries
-        #: checkpoint files found at start-up that could not be listed, with the damage
-        self._unreadable = recovered.unreadable
-        if recovered.needs_rewrite:
-            try:
-                self._write_index(self._entries, [])
-            except (OSError, CheckpointError) as err:  # a read-only folder can still be read
-                logger.warning("could not rewrite %s: %s", self.index_path, err)
 
     # -- public API --------------------------------------------------------------------------
 
     @property
     def index_path(self) -> Path:
         """The manifest: every kept checkpoint with its digest, size, epoch, step and metrics."""
-        return self.checkpoint_dir / INDEX_NAME
+        path: Path = self._folder.index_path
+        return path
 
     def should_save(self, epoch: int) -> bool:
         """Whether epoch ``epoch`` (counted from 0) is due under ``save_interval_epochs``.
@@ -229,7 +192,7 @@ class CheckpointManager:
         check_loadable(payload, "checkpoint")
         if self.async_save:
             payload = copy_to_cpu(payload, {})
-        job = _SaveJob(
+        job = SaveJob(
             name=name,
             payload=payload,
             epoch=epoch,
@@ -241,16 +204,14 @@ class CheckpointManager:
             optimizer_state_size_mb=tensor_mib(payload["optimizer_state_dict"]),
         )
         if self.async_save:
-            with self._lock:
-                others = [entry for entry in self._entries if entry.file != name]
-                is_best = self._policy.would_be_best(clean, others)
+            is_best = self._folder.would_be_best(name, clean)
             thread = threading.Thread(
                 target=self._write_in_background, args=(job,), name="treadle-checkpoint-writer"
             )
             self._pending = thread
             thread.start()
         else:
-            is_best = self._write_and_commit(job).is_best
+            is_best = self._folder.commit(job).is_best
         return CheckpointMetadata(
             path=str(self.checkpoint_dir / name),
             epoch=epoch,
@@ -316,9 +277,9 @@ class CheckpointManager:
         Each damaged or missing checkpoint passed over is named in a warning.
         """
         self._join_pending()
-        with self._lock:
-            candidates = sorted(self._entries, key=lambda entry: entry.sequence, reverse=True)
-        for name, reason in self._unreadable.items():
+        with self._folder.lock:
+            candidates = sorted(self._folder.entries, key=lambda e: e.sequence, reverse=True)
+        for name, reason in self._folder.unreadable.items():
             logger.warning("skipping checkpoint %s: %s", self.checkpoint_dir / name, reason)
         for entry in candidates:
             file = self.checkpoint_dir / entry.file
@@ -335,8 +296,8 @@ class CheckpointManager:
         """Path of the best kept checkpoint by ``monitor``; ``None`` when none has a finite
         value. Ties go to the earlier checkpoint."""
         self._join_pending()
-        with self._lock:
-            ranked = self._policy.ranked(self._entries)
+        with self._folder.lock:
+            ranked = self._policy.ranked(self._folder.entries)
         return str(self.checkpoint_dir / ranked[0].file) if ranked else None
 
     def get_checkpoint_history(self) -> pd.DataFrame:
@@ -345,8 +306,8 @@ class CheckpointManager:
         import pandas as pd
 
         self._join_pending()
-        with self._lock:
-            entries = sorted(self._entries, key=lambda entry: entry.sequence)
+        with self._folder.lock:
+            entries = sorted(self._folder.entries, key=lambda entry: entry.sequence)
         metric_names = sorted({name for entry in entries for name in entry.metrics})
         if self.monitor in metric_names:
             metric_names.remove(self.monitor)
@@ -373,7 +334,7 @@ class CheckpointManager:
         :raises BaseException: that save's error (once), with a note naming the save.
         """
         self._join_pending()
-        self._clear_finished_deletions()
+        self._folder.clear_finished_deletions()
         self._raise_pending_error()
 
     def close(self) -> None:
@@ -403,9 +364,9 @@ class CheckpointManager:
 
     # -- background work ---------------------------------------------------------------------
 
-    def _write_in_background(self, job: _SaveJob) -> None:
+    def _write_in_background(self, job: SaveJob) -> None:
         try:
-            self._write_and_commit(job)
+            self._folder.commit(job)
         except BaseException as err:
             err.add_note(
                 f"raised by the asynchronous save of {self.checkpoint_dir / job.name}, "
@@ -423,157 +384,7 @@ class CheckpointManager:
         thread, self._pending = self._pending, None
         if thread is not None:
             thread.join()
-        self._join_deletions()
-
-    def _join_deletions(self) -> None:
-        thread, self._deleting = self._deleting, None
-        if thread is not None:
-            thread.join()
-
-    def _delete(self, names: list[str]) -> None:
-        """Delete what retention dropped, large files off the caller's path: freeing a 1 GB
-        file's blocks takes most of a second on some disks. The manifest already lists them
-        as deleting, so a kill before they go leaves nothing stale (the next start deletes
-        them)."""
-        self._join_deletions()
-        paths = [self.checkpoint_dir / name for name in names]
-        sizes = [path.stat().st_size for path in paths if path.is_file()]
-        if sum(sizes) < _BACKGROUND_BYTES:
-            for path in paths:
-                files.unlink(path)
-            return
-
-        def delete() -> None:
-            for path in paths:
-                files.unlink(path)
-
-        self._deleting = threading.Thread(target=delete, name="treadle-checkpoint-deleter")
-        self._deleting.start()
-
-    def _clear_finished_deletions(self) -> None:
-        """Rewrite the manifest without the deletions that are done."""
-        with self._lock:
-            if not self._listed_deleting:
-                return
-            left = [n for n in self._listed_deleting if (self.checkpoint_dir / n).exists()]
-            if left == self._listed_deleting:
-                return
-            try:
-                self._write_index(self._entries, left)
-            except (OSError, CheckpointError) as err:
-                logger.warning("could not rewrite %s: %s", self.index_path, err)
-
-    # -- saving ------------------------------------------------------------------------------
-
-    def _write_and_commit(self, job: _SaveJob) -> Entry:
-        started = time.perf_counter()
-        target = self.checkpoint_dir / job.name
-        self._join_deletions()  # the name may be one being deleted
-        with self._lock:
-            replaced = next((entry for entry in self._entries if entry.file == job.name), None)
-            if replaced is not None:
-                # unlist before replacing, so a kill mid-replace leaves no stale digest
-                others = [entry for entry in self._entries if entry.file != job.name]
-                self._write_index(others, [])
-                self._entries = others
-            sequence = 1 + max((entry.sequence for entry in self._entries), default=-1)
-        replaced_inode = files.inode(target) if replaced is not None else None
-        try:
-            digest, size = files.write_atomically(
-                target,
-                functools.partial(_torch_save, job.payload),
-                "checkpoint",
-                hashing=NEW_DIGESTS,
-            )
-        except BaseException:
-            if replaced is not None and files.inode(target) == replaced_inode:
-                self._relist(replaced)  # the failed save left the old file as it was
-            raise
-        assert digest is not None  # hashing was asked for
-        entry = Entry(
-            file=job.name,
-            epoch=job.epoch,
-            step=job.step,
-            mid_epoch=job.mid_epoch,
-            sequence=sequence,
-            digest=digest,
-            size_bytes=size,
-            metrics=job.metrics,
-            timestamp=job.timestamp,
-            model_size_mb=job.model_size_mb,
-            optimizer_state_size_mb=job.optimizer_state_size_mb,
-        )
-        with self._lock:
-            kept, removed = self._policy.retain([*self._entries, entry])
-            self._write_index(kept, [old.file for old in removed])
-            self._entries = kept
-        self._delete([old.file for old in removed])
-        seconds = time.perf_counter() - started
-        logger.info("saved checkpoint %s (%.1f MiB) in %.2f s", target, size / _MIB, seconds)
-        if entry not in kept:
-            logger.warning(
-                "checkpoint %s was deleted at once: it is not among the last %d and its %s "
-                "(%s) is not among the best %d",
-                target,
-                self.keep_last_n,
-                self.monitor,
-                entry.metrics.get(self.monitor, "missing"),
-                self.keep_best_k,
-            )
-        if self.drive_backup_path is not None:
-            self._back_up(entry, removed)
-        return entry
-
-    def _relist(self, entry: Entry) -> None:
-        with self._lock:
-            entries = sorted([*self._entries, entry], key=lambda row: row.sequence)
-            self._policy.mark_best(entries)
-            try:
-                self._write_index(entries, [])
-            except (OSError, CheckpointError) as err:
-                logger.warning("could not list %s again: %s", entry.file, err)
-            self._entries = entries
-
-    def _write_index(self, entries: list[Entry], deleting: list[str]) -> None:
-        data = encode_manifest(entries, deleting, self._policy.header())
-        files.write_atomically(
-            self.index_path, lambda writer: writer.write(data), "checkpoint index"
-        )
-        self._listed_deleting = list(deleting)
-
-    def _back_up(self, entry: Entry, removed: list[Entry]) -> None:
-        """Copy a finished checkpoint and the manifest to the backup folder; a failure is
-        logged, since the local checkpoint is sound."""
-        backup = self.drive_backup_path
-        assert backup is not None
-        source = self.checkpoint_dir / entry.file
-        try:
-            backup.mkdir(parents=True, exist_ok=True)
-            digest, _ = files.write_atomically(
-                backup / entry.file,
-                functools.partial(files.copy_file, source),
-                "checkpoint backup",
-                hashing=entry.digest.kind,
-            )
-            if digest != entry.digest:
-                found = digest.hex if digest is not None else None
-                msg = f"the copy's digest {found} differs from the checkpoint's {entry.digest.hex}"
-                raise CheckpointError(msg)
-            for old in removed:
-                files.unlink(backup / old.file)
-            with self._lock:
-                present = [e for e in self._entries if (backup / e.file).is_file()]
-                data = encode_manifest(present, [], self._policy.header())
-            files.write_atomically(
-                backup / INDEX_NAME, lambda writer: writer.write(data), "checkpoint index backup"
-            )
-        except (OSError, CheckpointError) as err:
-            logger.warning(
-                "backing up checkpoint %s to %s failed: %s; the local checkpoint is intact",
-                source,
-                backup,
-                err,
-            )
+        self._folder.join_deletions()
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -594,8 +405,8 @@ class CheckpointManager:
         return file
 
     def _listing(self) -> str:
-        with self._lock:
-            names = [entry.file for entry in self._entries]
+        with self._folder.lock:
+            names = [entry.file for entry in self._folder.entries]
         if not names:
             return f"{self.checkpoint_dir} holds none"
         return f"{self.checkpoint_dir} holds {', '.join(names)}"
@@ -607,8 +418,7 @@ class CheckpointManager:
             return None
         if not inside:
             return None
-        with self._lock:
-            return next((entry for entry in self._entries if entry.file == file.name), None)
+        return self._folder.listed(file.name)
 
 
 def _fingerprint(file: Path) -> tuple[int, int, int, int] | None:
