@@ -1,13 +1,18 @@
 """CheckpointManager: round trips, retention (C5), kills mid-save (C1), a full disk (C2), damaged
-files (C3), pickled objects (C6), the manifest, the backup folder and asynchronous saving."""
+files (C3), pickled objects (C6), the manifest (and hostile ones), digests, the backup folder
+and asynchronous saving. A test covering a RELIABILITY row ends its name with the row
+(``pytest -k C3``)."""
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import math
 import os
+import pickle
+import shutil
 import signal
 import struct
 import subprocess
@@ -33,6 +38,9 @@ from treadle.engine.checkpoints import (
     CheckpointManager,
     CheckpointMetadata,
 )
+from treadle.engine.checkpoints import files as files_module
+from treadle.engine.checkpoints import folder as folder_module
+from treadle.engine.checkpoints import names as names_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -193,7 +201,8 @@ def test_names_carry_epoch_and_step_and_the_manifest_says_which_is_best(tmp_path
     assert rows["epoch_001_step_000120.pt"]["step"] == 120
     for name, row in rows.items():
         assert row["size_bytes"] == (tmp_path / name).stat().st_size
-        assert len(row["sha256"]) == 64
+        assert row["hash"]["algorithm"] == "sha256"
+        assert len(row["hash"]["hex"]) == 64
         assert {"epoch", "metrics", "timestamp"} <= row.keys()
     assert manager.get_best_checkpoint() == str(tmp_path / "epoch_001.pt")
 
@@ -299,7 +308,7 @@ metric_values = st.one_of(
     keep_last_n=st.integers(0, 3),
     mode=st.sampled_from(["min", "max"]),
 )
-def test_kept_files_are_best_k_and_last_n_and_nan_is_never_best(
+def test_kept_files_are_best_k_and_last_n_and_nan_is_never_best_c5(
     values: list[float | None], keep_best_k: int, keep_last_n: int, mode: str
 ) -> None:
     if keep_best_k == keep_last_n == 0:
@@ -339,8 +348,8 @@ def test_kept_files_are_best_k_and_last_n_and_nan_is_never_best(
 def test_large_files_are_deleted_on_a_thread_that_wait_joins(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(checkpoints, "_BACKGROUND_BYTES", 0)
-    real_unlink = checkpoints._unlink
+    monkeypatch.setattr(folder_module, "_BACKGROUND_BYTES", 0)
+    real_unlink = files_module.unlink
     threads: list[str] = []
 
     def slow_unlink(path: Path) -> None:
@@ -348,7 +357,7 @@ def test_large_files_are_deleted_on_a_thread_that_wait_joins(
         time.sleep(0.05)
         real_unlink(path)
 
-    monkeypatch.setattr(checkpoints, "_unlink", slow_unlink)
+    monkeypatch.setattr(files_module, "unlink", slow_unlink)
     manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
     manager.save_checkpoint(0, {}, Net(), None)
     manager.save_checkpoint(1, {}, Net(), None)
@@ -395,11 +404,11 @@ def _kill_on_replace(fragment: str) -> Callable[[CheckpointManager], None]:
 
 
 def _kill_after_rename(manager: CheckpointManager) -> None:
-    checkpoints._fsync_directory = _exit_now
+    files_module.fsync_directory = _exit_now
 
 
 def _kill_before_deleting(manager: CheckpointManager) -> None:
-    checkpoints._unlink = _exit_now
+    files_module.unlink = _exit_now
 
 
 KILL_POINTS: dict[str, Callable[[CheckpointManager], None]] = {
@@ -413,11 +422,11 @@ KILL_POINTS: dict[str, Callable[[CheckpointManager], None]] = {
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.parametrize("point", list(KILL_POINTS))
-def test_a_kill_mid_save_leaves_the_last_finished_checkpoint_and_no_debris(
+def test_a_kill_mid_save_leaves_the_last_finished_checkpoint_and_no_debris_c1(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, point: str
 ) -> None:
     # as for large checkpoints: hashed beside the fsync, dropped files deleted on a thread
-    monkeypatch.setattr(checkpoints, "_BACKGROUND_BYTES", 0)
+    monkeypatch.setattr(folder_module, "_BACKGROUND_BYTES", 0)
     model, optimizer, _ = trained()
     manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
     manager.save_checkpoint(0, {"val_loss": 1.0}, model, optimizer)
@@ -457,7 +466,7 @@ def test_a_kill_mid_save_leaves_the_last_finished_checkpoint_and_no_debris(
 
 
 @pytest.mark.slow
-def test_sigkill_at_a_random_moment_of_repeated_saves(tmp_path: Path) -> None:
+def test_sigkill_at_a_random_moment_of_repeated_saves_c1(tmp_path: Path) -> None:
     script = f"""
 import sys, torch
 from treadle.engine.checkpoints import CheckpointManager
@@ -495,8 +504,8 @@ while True:
     assert all(bool((p == float(loaded.epoch)).all()) for p in model.parameters())
 
 
-def test_stray_temp_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
-    token = checkpoints._PROCESS_TOKEN
+def test_stray_temp_files_of_dead_writers_are_swept_and_live_ones_kept_c1(tmp_path: Path) -> None:
+    token = names_module.process_token()
     other_token = "0" * 12 if token != "0" * 12 else "1" * 12
     dead = f".epoch_001.pt.{os.getpid()}-{other_token}-0.tmp"  # our pid, a previous process
     live = f".epoch_002.pt.{os.getppid()}-{other_token}-0.tmp"  # a live process's save
@@ -513,7 +522,7 @@ def test_stray_temp_files_of_dead_writers_are_swept_and_live_ones_kept(tmp_path:
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 @pytest.mark.parametrize("full_at", ["checkpoint", "index"])
-def test_a_full_disk_names_the_path_and_changes_nothing(
+def test_a_full_disk_names_the_path_and_changes_nothing_c2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_at: str
 ) -> None:
     model, optimizer, _ = trained()
@@ -542,7 +551,7 @@ def test_a_full_disk_names_the_path_and_changes_nothing(
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
-def test_a_full_disk_while_replacing_a_name_keeps_the_old_file_listed(
+def test_a_full_disk_while_replacing_a_name_keeps_the_old_file_listed_c2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, optimizer, _ = trained()
@@ -592,7 +601,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str, str]] = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 @pytest.mark.parametrize("listed", [True, False], ids=["listed", "unlisted"])
-def test_a_damaged_file_is_refused_naming_it_and_the_damage(
+def test_a_damaged_file_is_refused_naming_it_and_the_damage_c3(
     tmp_path: Path, damage: str, listed: bool
 ) -> None:
     model, optimizer, _ = trained()
@@ -610,7 +619,7 @@ def test_a_damaged_file_is_refused_naming_it_and_the_damage(
     assert str(path) in str(caught.value)
 
 
-def test_a_torch_file_that_is_no_checkpoint_is_refused(tmp_path: Path) -> None:
+def test_a_torch_file_that_is_no_checkpoint_is_refused_c3(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path / "run")
     tensor_file, state_file = tmp_path / "tensor.pt", tmp_path / "state.pt"
     torch.save(torch.ones(3), tensor_file)
@@ -630,7 +639,7 @@ def test_a_checkpoint_of_another_model_is_refused_naming_the_file(tmp_path: Path
         manager.load_checkpoint(saved.path, Net())
 
 
-def test_resume_falls_back_past_damaged_checkpoints_and_says_which(
+def test_resume_falls_back_past_damaged_checkpoints_and_says_which_c3(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     model, optimizer, _ = trained()
@@ -648,7 +657,7 @@ def test_resume_falls_back_past_damaged_checkpoints_and_says_which(
     manager.load_checkpoint(latest, fresh()[0])
 
 
-def test_no_valid_checkpoint_gives_none(tmp_path: Path) -> None:
+def test_no_valid_checkpoint_gives_none_c3(tmp_path: Path) -> None:
     manager = CheckpointManager(tmp_path)
     assert manager.latest_valid_checkpoint() is None
     saved = manager.save_checkpoint(0, {}, Net(), None)
@@ -674,7 +683,7 @@ class Payload:
 
 
 @pytest.mark.parametrize("force_no_weights_only", [False, True])
-def test_a_checkpoint_carrying_pickled_objects_is_refused(
+def test_a_checkpoint_carrying_pickled_objects_is_refused_c6(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force_no_weights_only: bool
 ) -> None:
     if force_no_weights_only:
@@ -816,7 +825,7 @@ def test_async_save_writes_the_state_as_it_was_at_the_call(tmp_path: Path) -> No
 
 
 def test_async_keeps_one_save_in_flight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_save = checkpoints._torch_save
+    real_save = folder_module._torch_save
     running: list[int] = []
     overlaps: list[int] = []
 
@@ -827,7 +836,7 @@ def test_async_keeps_one_save_in_flight(tmp_path: Path, monkeypatch: pytest.Monk
         real_save(payload, writer)
         running.pop()
 
-    monkeypatch.setattr(checkpoints, "_torch_save", slow_save)
+    monkeypatch.setattr(folder_module, "_torch_save", slow_save)
     manager = CheckpointManager(tmp_path, async_save=True, keep_last_n=5)
     for epoch in range(3):
         manager.save_checkpoint(epoch, {}, Net(), None)
@@ -837,7 +846,7 @@ def test_async_keeps_one_save_in_flight(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize("surfaces_at", ["next save", "close"])
-def test_an_async_error_is_raised_at_the_next_save_or_at_close(
+def test_an_async_error_is_raised_at_the_next_save_or_at_close_c2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, surfaces_at: str
 ) -> None:
     manager = CheckpointManager(tmp_path, async_save=True)
@@ -871,3 +880,318 @@ def _no_leaked_threads() -> Iterator[None]:
     assert not [
         thread for thread in threading.enumerate() if thread.name.startswith("treadle-checkpoint")
     ]
+
+
+# -- the manifest, read by a hostile user (issue 14) -----------------------------------------------
+
+
+def _valid_manifest(folder: Path) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((folder / INDEX_NAME).read_text(encoding="utf-8"))
+    return document
+
+
+def _with_row_value(key: str, raw_value: str) -> Callable[[Path], bytes]:
+    """A valid manifest whose first row's ``key`` holds ``raw_value`` (JSON text as written)."""
+
+    def make(folder: Path) -> bytes:
+        document = _valid_manifest(folder)
+        document["checkpoints"][0][key] = "@@VALUE@@"
+        return json.dumps(document).replace('"@@VALUE@@"', raw_value).encode()
+
+    return make
+
+
+HOSTILE_MANIFESTS: dict[str, Callable[[Path], bytes]] = {
+    "nested 100000 deep": lambda folder: b"[" * 100_000,
+    "objects nested 100000 deep": lambda folder: b'{"a":' * 100_000,
+    "size_bytes Infinity": _with_row_value("size_bytes", "Infinity"),
+    "size_bytes NaN": _with_row_value("size_bytes", "NaN"),
+    "epoch 1e400": _with_row_value("epoch", "1e400"),
+    "epoch of 5000 digits": _with_row_value("epoch", "9" * 5000),
+    "epoch a float": _with_row_value("epoch", "1.5"),
+    "sequence a string": _with_row_value("sequence", '"3"'),
+    "metrics a list": _with_row_value("metrics", "[1, 2]"),
+    "an unknown hash": _with_row_value(
+        "hash", json.dumps({"algorithm": "md5", "block_bytes": None, "hex": "0" * 32})
+    ),
+    "a key twice": lambda folder: (
+        (folder / INDEX_NAME).read_bytes().replace(b'"format": ', b'"format": "x", "format": ', 1)
+    ),
+    "not UTF-8": lambda folder: b"\xff\xfe" + (folder / INDEX_NAME).read_bytes(),
+    "a row listed twice": lambda folder: json.dumps(
+        {
+            **_valid_manifest(folder),
+            "checkpoints": _valid_manifest(folder)["checkpoints"][:1] * 2,
+        }
+    ).encode(),
+}
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding epoch_000.pt and epoch_001.pt and their manifest: copy it, don't
+    change it."""
+    folder = tmp_path_factory.mktemp("two_checkpoints")
+    manager = CheckpointManager(folder, keep_last_n=5)
+    for epoch, loss in enumerate([0.5, 0.4]):
+        manager.save_checkpoint(epoch, {"val_loss": loss}, Net(), None)
+    manager.close()
+    return folder
+
+
+def _open_with_manifest(template: Path, root: Path, raw: bytes) -> None:
+    """Open a copy of ``template`` whose manifest is ``raw``: it opens (a damaged manifest is
+    rebuilt, never raised), quickly, lists exactly the checkpoint files, and every file a
+    valid manifest does not mark for deletion is byte for byte as it was (RELIABILITY C1)."""
+    from treadle.engine.checkpoints.manifest import ManifestDamage, decode_manifest
+
+    folder = root / "run"
+    shutil.copytree(template, folder)
+    (folder / INDEX_NAME).write_bytes(raw)
+    before = {name: (folder / name).read_bytes() for name in checkpoint_files(folder)}
+    deleted: set[str] = set()
+    try:
+        manifest = decode_manifest(raw)
+    except ManifestDamage:
+        pass
+    else:
+        deleted = set(manifest.deleting) - {entry.file for entry in manifest.entries}
+    started = time.monotonic()
+    with mock.patch.object(os, "fsync"):
+        manager = CheckpointManager(folder, keep_last_n=5)
+    assert time.monotonic() - started < 20, "opening the folder must not hang"
+    assert checkpoint_files(folder) == set(before) - deleted
+    for name in checkpoint_files(folder):
+        assert (folder / name).read_bytes() == before[name], name
+    assert index_files(folder) == checkpoint_files(folder)
+    if manager.get_best_checkpoint() is not None:
+        assert Path(manager.get_best_checkpoint() or "").name in checkpoint_files(folder)
+
+
+@pytest.mark.parametrize("hostile", list(HOSTILE_MANIFESTS))
+def test_a_damaged_manifest_is_rebuilt_from_the_files_whatever_it_holds_c1(
+    tmp_path: Path, two_checkpoints: Path, hostile: str
+) -> None:
+    raw = HOSTILE_MANIFESTS[hostile](two_checkpoints)
+    _open_with_manifest(two_checkpoints, tmp_path, raw)
+    assert (tmp_path / "run" / f"{INDEX_NAME}.corrupt").read_bytes() == raw
+    reopened = CheckpointManager(tmp_path / "run", keep_last_n=5)
+    assert reopened.get_best_checkpoint() == str(tmp_path / "run" / "epoch_001.pt")
+    restored = Net()
+    reopened.load_checkpoint("epoch_001.pt", restored)
+
+
+def test_a_manifest_past_the_size_limit_is_rebuilt_c1(
+    tmp_path: Path, two_checkpoints: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from treadle.engine.checkpoints import manifest
+
+    raw = (two_checkpoints / INDEX_NAME).read_bytes()
+    monkeypatch.setattr(manifest, "MAX_MANIFEST_BYTES", len(raw) - 1)
+    _open_with_manifest(two_checkpoints, tmp_path, raw)
+    assert (tmp_path / "run" / f"{INDEX_NAME}.corrupt").exists()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=50, deadline=None)
+@given(raw=st.binary(max_size=1024))
+def test_arbitrary_bytes_as_the_manifest_are_rebuilt_from_the_files_c1(
+    two_checkpoints: Path, raw: bytes
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        _open_with_manifest(two_checkpoints, Path(root), raw)
+
+
+@settings(max_examples=50, deadline=None)
+@given(value=json_values)
+def test_arbitrary_json_as_the_manifest_is_rebuilt_from_the_files_c1(
+    two_checkpoints: Path, value: Any
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        _open_with_manifest(two_checkpoints, Path(root), json.dumps(value).encode())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    where=st.sampled_from(["row", "row", "row", "top"]),
+    key_index=st.integers(0, 20),
+    value=json_values,
+    drop=st.booleans(),
+)
+def test_a_manifest_with_any_field_changed_or_missing_opens_and_agrees_with_the_files_c1(
+    two_checkpoints: Path, where: str, key_index: int, value: Any, drop: bool
+) -> None:
+    document = _valid_manifest(two_checkpoints)
+    target = document["checkpoints"][0] if where == "row" else document
+    key = sorted(target)[key_index % len(target)]
+    if drop:
+        del target[key]
+    else:
+        target[key] = value
+    with tempfile.TemporaryDirectory() as root:
+        _open_with_manifest(two_checkpoints, Path(root), json.dumps(document).encode())
+
+
+# -- C6: legacy and raw pickle files found in the folder -----------------------------------------
+
+
+def test_a_pickle_file_found_at_start_up_is_refused_as_carrying_pickled_objects_c6(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw_pickle = tmp_path / "epoch_000.pt"
+    raw_pickle.write_bytes(pickle.dumps({"model_state_dict": {}, "extra": Payload()}, protocol=2))
+    legacy = tmp_path / "epoch_001.pt"
+    torch.save(
+        {"model_state_dict": Net().state_dict(), "extra": Payload()},
+        legacy,
+        _use_new_zipfile_serialization=False,
+    )
+    RAN.clear()
+    with caplog.at_level(logging.WARNING, logger="treadle.engine.checkpoints"):
+        manager = CheckpointManager(tmp_path)
+    warnings = [record.getMessage() for record in caplog.records]
+    for path in (raw_pickle, legacy):
+        (warning,) = [message for message in warnings if str(path) in message]
+        assert "carries arbitrary pickled objects" in warning
+        assert "is refused" in warning
+        assert "mmap" not in warning
+    assert RAN == [], "nothing in the files ran"
+    assert index_files(tmp_path) == set()
+    assert manager.latest_valid_checkpoint() is None
+
+
+def test_a_legacy_format_checkpoint_of_plain_values_is_listed_and_loads(tmp_path: Path) -> None:
+    model = Net()
+    torch.save(
+        {"model_state_dict": model.state_dict(), "epoch": 0, "metrics": {"val_loss": 0.5}},
+        tmp_path / "epoch_000.pt",
+        _use_new_zipfile_serialization=False,
+    )
+    manager = CheckpointManager(tmp_path)
+    assert index_files(tmp_path) == {"epoch_000.pt"}
+    restored = Net()
+    loaded = manager.load_checkpoint("epoch_000.pt", restored)
+    assert loaded.metrics == {"val_loss": 0.5}
+    assert states_equal(restored.state_dict(), model.state_dict())
+
+
+# -- pending deletions in the manifest -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("on_a_thread", [False, True], ids=["inline", "background"])
+def test_after_close_the_manifest_lists_no_deletion_of_a_file_that_is_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_a_thread: bool
+) -> None:
+    if on_a_thread:
+        monkeypatch.setattr(folder_module, "_BACKGROUND_BYTES", 0)
+    manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
+    for epoch in range(3):
+        manager.save_checkpoint(epoch, {}, Net(), None)
+    manager.close()
+    assert checkpoint_files(tmp_path) == {"epoch_002.pt"}
+    assert _valid_manifest(tmp_path)["deleting"] == []
+
+
+def test_opening_a_folder_drops_finished_deletions_from_the_manifest(tmp_path: Path) -> None:
+    manager = CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
+    for epoch in range(2):
+        manager.save_checkpoint(epoch, {}, Net(), None)
+    manager._join_pending()  # as a process ending without close()
+    assert _valid_manifest(tmp_path)["deleting"] == ["epoch_000.pt"]
+    CheckpointManager(tmp_path, keep_best_k=0, keep_last_n=1)
+    assert _valid_manifest(tmp_path)["deleting"] == []
+    assert index_files(tmp_path) == checkpoint_files(tmp_path) == {"epoch_001.pt"}
+
+
+# -- digests ---------------------------------------------------------------------------------------
+
+
+def _blocks_by_hand(data: bytes, algorithm: str, block_bytes: int) -> str:
+    """The block digest as docs/checkpoints.md tells a user to compute it."""
+    blocks = [
+        hashlib.new(algorithm, data[start : start + block_bytes]).digest()
+        for start in range(0, max(len(data), 1), block_bytes)
+    ]
+    return hashlib.new(algorithm, b"".join(blocks)).hexdigest()
+
+
+def test_the_manifest_names_its_hash_and_the_digest_is_the_documented_one(tmp_path: Path) -> None:
+    from treadle.engine.checkpoints.digests import BLOCK_BYTES
+
+    manager = CheckpointManager(tmp_path)
+    saved = manager.save_checkpoint(0, {}, Net(), None)
+    (row,) = _valid_manifest(tmp_path)["checkpoints"]
+    assert row["hash"]["algorithm"] == "sha256"
+    assert row["hash"]["block_bytes"] == BLOCK_BYTES == 16 << 20
+    data = Path(saved.path).read_bytes()
+    assert row["hash"]["hex"] == _blocks_by_hand(data, "sha256", BLOCK_BYTES)
+    assert _valid_manifest(tmp_path)["format_version"] == 2
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "blake2b"])
+def test_a_file_written_in_pieces_hashes_block_by_block_as_by_hand(
+    tmp_path: Path, algorithm: str
+) -> None:
+    from treadle.engine.checkpoints.digests import HashKind, hash_file
+
+    kind = HashKind(algorithm=algorithm, block_bytes=1 << 16)
+    data = os.urandom(5 * (1 << 16) + 12_345)
+    pieces = [data[start : start + 7_777] for start in range(0, len(data), 7_777)]
+
+    def write(writer: files_module.FileWriter) -> None:
+        for piece in pieces:
+            writer.write(piece)
+
+    target = tmp_path / "blocks.bin"
+    digest, size = files_module.write_atomically(target, write, "test file", hashing=kind)
+    assert size == len(data)
+    assert target.read_bytes() == data
+    assert digest is not None
+    assert digest.hex == _blocks_by_hand(data, algorithm, 1 << 16)
+    assert hash_file(target, kind) == digest
+    whole = hash_file(target, HashKind(algorithm=algorithm, block_bytes=None))
+    assert whole.hex == hashlib.new(algorithm, data).hexdigest()
+
+
+def _rewrite_row_hash(folder: Path, name: str, **row_changes: Any) -> None:
+    document = _valid_manifest(folder)
+    for row in document["checkpoints"]:
+        if row["file"] == name:
+            del row["hash"]
+            row.update(row_changes)
+    document["format_version"] = 1 if "sha256" in row_changes else 2
+    (folder / INDEX_NAME).write_text(json.dumps(document), encoding="utf-8")
+
+
+@pytest.mark.parametrize("kind", ["treadle 0.1 sha256 of the whole file", "blake2b blocks"])
+def test_older_and_other_digests_still_verify_and_catch_a_flipped_bit_c3(
+    tmp_path: Path, kind: str
+) -> None:
+    model, optimizer, _ = trained()
+    saved = CheckpointManager(tmp_path).save_checkpoint(0, {"val_loss": 1.0}, model, optimizer)
+    data = Path(saved.path).read_bytes()
+    if kind.startswith("treadle 0.1"):
+        _rewrite_row_hash(tmp_path, "epoch_000.pt", sha256=hashlib.sha256(data).hexdigest())
+        described = "its sha256 is"
+    else:
+        digest = {"algorithm": "blake2b", "block_bytes": 1 << 16}
+        digest["hex"] = _blocks_by_hand(data, "blake2b", 1 << 16)
+        _rewrite_row_hash(tmp_path, "epoch_000.pt", hash=digest)
+        described = "its blake2b over 64 KiB blocks is"
+    manager = CheckpointManager(tmp_path)
+    assert not (tmp_path / f"{INDEX_NAME}.corrupt").exists()
+    assert manager.latest_valid_checkpoint() == Path(saved.path)
+    restored, restored_optimizer, _ = fresh()
+    manager.load_checkpoint(saved.path, restored, restored_optimizer)
+    assert states_equal(restored.state_dict(), model.state_dict())
+    flip_bit_in_largest_record(Path(saved.path))
+    with pytest.raises(CheckpointError, match=described):
+        manager.load_checkpoint(saved.path, fresh()[0])

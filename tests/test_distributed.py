@@ -24,11 +24,10 @@ from tests.trainer_fixtures import TinyClassifier, needs_main_job, small_config
 from treadle.engine.checkpoints import CheckpointManager
 from treadle.engine.distributed import (
     DistributedError,
-    _by_index,
-    _by_name,
     launch_environment,
     warn_about_launch,
 )
+from treadle.engine.distributed.state_dicts import by_index, by_name
 from treadle.engine.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -174,9 +173,9 @@ def test_a_single_process_checkpoint_loads_into_an_fsdp_optimizer_layout() -> No
     model(features=torch.randn(4, 8)).sum().backward()
     optimizer.step()
     by_position = optimizer.state_dict()
-    by_name = _by_name(by_position, model, optimizer)
-    assert set(by_name["state"]) == {name for name, _ in model.named_parameters()}
-    back = _by_index(by_name)
+    keyed_by_name = by_name(by_position, model, optimizer)
+    assert set(keyed_by_name["state"]) == {name for name, _ in model.named_parameters()}
+    back = by_index(keyed_by_name)
     assert back["param_groups"] == by_position["param_groups"]
     for index, state in by_position["state"].items():
         for key, value in state.items():

@@ -4,6 +4,7 @@ and parameters ``torch.equal`` to an uninterrupted run on the CPU."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
@@ -132,7 +133,7 @@ CASES = [
 @needs_engine
 @pytest.mark.slow
 @pytest.mark.parametrize(("workers", "accumulation", "stop_at"), CASES)
-def test_sigterm_then_resume_in_a_fresh_process_is_bit_identical(
+def test_sigterm_then_resume_in_a_fresh_process_is_bit_identical_c4(
     tmp_path: Path, workers: int, accumulation: int, stop_at: int
 ) -> None:
     reference = run_part(
@@ -153,7 +154,7 @@ def test_sigterm_then_resume_in_a_fresh_process_is_bit_identical(
 
 @needs_main_job
 @pytest.mark.slow
-def test_resume_through_the_data_factory_may_change_the_worker_count(tmp_path: Path) -> None:
+def test_resume_through_the_data_factory_may_change_the_worker_count_c4(tmp_path: Path) -> None:
     reference = run_part(
         tmp_path, tmp_path / "reference", "reference", workers=0, accumulation=1, source="dataset"
     )
@@ -165,3 +166,56 @@ def test_resume_through_the_data_factory_may_change_the_worker_count(tmp_path: P
         tmp_path, run_dir, "second", workers=2, accumulation=1, resume="auto", source="dataset"
     )
     assert_same_run(reference, [first, second])
+
+
+@needs_engine
+def test_resume_auto_falls_back_past_a_damaged_checkpoint_and_says_which_c3(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RELIABILITY C3 through the Trainer: the newest checkpoint has a flipped bit, so
+    ``resume="auto"`` starts from the one before and warns naming the damaged file."""
+    from tests.test_checkpoints import flip_bit_in_largest_record
+    from tests.trainer_fixtures import (
+        TinyClassifier,
+        classification_task,
+        engine_plugin_manager,
+        loaders,
+        small_config,
+    )
+    from treadle import hookimpl
+    from treadle.engine.trainer import Trainer
+
+    class EpochStarts:
+        def __init__(self) -> None:
+            self.epochs: list[int] = []
+
+        @hookimpl
+        def treadle_on_epoch_start(self, epoch: int) -> None:
+            self.epochs.append(epoch)
+
+    started = EpochStarts()
+
+    def train(epochs: int, resume: str | None) -> dict[str, Any]:
+        torch.manual_seed(0)
+        config = small_config(tmp_path, epochs=epochs, resume=resume, keep_last_n=5)
+        trainer = Trainer(
+            TinyClassifier(),
+            None,
+            config,
+            classification_task(),
+            device="cpu",
+            plugin_manager=engine_plugin_manager(("epochs", started)),
+        )
+        return trainer.train(*loaders())
+
+    train(2, None)
+    started.epochs.clear()
+    damaged = tmp_path / "epoch_001.pt"
+    flip_bit_in_largest_record(damaged)
+    with caplog.at_level(logging.WARNING, logger="treadle.engine.checkpoints"):
+        results = train(3, "auto")
+    warned = [r.getMessage() for r in caplog.records if str(damaged) in r.getMessage()]
+    assert any("skipping damaged checkpoint" in message for message in warned), warned
+    assert started.epochs == [1, 2], "resumed after epoch 0, the last sound checkpoint"
+    assert [row["epoch"] for row in results["history"]] == [0, 1, 2]
+    assert results["stop_reason"] is None
