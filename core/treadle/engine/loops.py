@@ -9,6 +9,7 @@ hook only when something listens.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import time
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["EpochProgress", "EpochResult", "TrainingLoop", "ValidationLoop"]
 
 logger = logging.getLogger(__name__)
+
+#: where no autocast applies and no gradient synchronization is held back (reusable)
+_NO_CONTEXT = contextlib.nullcontext()
 
 MetricsCallback = Callable[[float, int], None]
 Batch = Mapping[str, Any]
@@ -331,7 +335,7 @@ class TrainingLoop:
                     trainer=view, batch_index=batch_index, batch=batch, control=control
                 )
             with (
-                _NO_SYNC
+                _NO_CONTEXT
                 if distributed is None
                 else distributed.micro_batch(position == last_position)
             ):
@@ -393,7 +397,7 @@ class TrainingLoop:
         if window_items is not None and self._count_items is not None:
             loss_inputs["num_items_in_batch"] = window_items
         precision = self.precision
-        with precision.autocast() if precision is not None else _NO_AUTOCAST:
+        with precision.autocast() if precision is not None else _NO_CONTEXT:
             raw = model(**model_inputs)
             logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
             if not self._checked_inputs:
@@ -448,19 +452,6 @@ class TrainingLoop:
             if scheduler is not None:
                 scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-
-
-class _NoAutocast:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_AUTOCAST = _NoAutocast()
-#: the same do-nothing context, where no gradient synchronization is to be held back
-_NO_SYNC = _NO_AUTOCAST
 
 
 class ValidationLoop:
@@ -540,7 +531,7 @@ class ValidationLoop:
                     loss_inputs: dict[str, Any] = dict(self._base_inputs)
                     if "attention_mask" in batch:
                         loss_inputs["attention_mask"] = batch["attention_mask"]
-                    with self.precision.autocast() if self.precision else _NO_AUTOCAST:
+                    with self.precision.autocast() if self.precision else _NO_CONTEXT:
                         raw = model(**model_inputs)
                         logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
                         loss_inputs["logits"] = logits
