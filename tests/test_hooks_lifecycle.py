@@ -3,6 +3,8 @@ object, plugin state in checkpoints, exception notes, and the cost-free unheard 
 
 from __future__ import annotations
 
+import inspect
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ from tests.trainer_fixtures import (
     needs_engine,
     small_config,
 )
-from treadle import hookimpl
+from treadle import hookimpl, hookspecs
 from treadle.engine.dispatch import LIFECYCLE_HOOKS, LifecycleDispatch
 from treadle.engine.trainer import Trainer
 from treadle.testing import isolated_plugin_manager
@@ -118,6 +120,104 @@ def test_lifecycle_hooks_fire_in_the_documented_order(tmp_path: Path, accumulati
         TinyClassifier(), None, config, classification_task(), device="cpu", plugin_manager=manager
     ).train(train, val)
     assert recorder.calls == expected_calls(2, 5, accumulation)
+
+
+def documented_lifecycle_order() -> list[str]:
+    """The hooks hookspecs' module docstring numbers, in its order."""
+    numbered = re.findall(r"^(\d+)\. ``(treadle_on_\w+)``", hookspecs.__doc__ or "", re.M)
+    assert [int(number) for number, _ in numbered] == list(range(1, len(numbered) + 1))
+    return [name for _, name in numbered]
+
+
+class EveryHook:
+    """Records the name of every lifecycle hook called, asks once for a validation in the
+    middle of the first epoch it trains, and raises in ``raise_in``."""
+
+    def __init__(self, raise_in: str | None = None) -> None:
+        self.names: list[str] = []
+        self.raise_in = raise_in
+        for hook_name in LIFECYCLE_HOOKS:
+            setattr(self, hook_name, self._recorder(hook_name))
+
+    def _recorder(self, hook_name: str) -> Callable[..., None]:
+        names = self.names
+        fails = hook_name == self.raise_in
+
+        def record(control: Any) -> None:
+            names.append(hook_name)
+            if hook_name == "treadle_on_batch_end" and names.count(hook_name) == 2:
+                control.should_validate = True
+            if fails:
+                raise RuntimeError("failing on purpose")
+
+        def record_without_control() -> None:
+            names.append(hook_name)
+
+        takes_control = "control" in inspect.signature(getattr(hookspecs, hook_name)).parameters
+        return hookimpl(record if takes_control else record_without_control)
+
+
+@needs_engine
+def test_the_numbered_order_in_hookspecs_is_the_order_a_run_calls_them(tmp_path: Path) -> None:
+    documented = documented_lifecycle_order()
+    assert documented == list(LIFECYCLE_HOOKS)
+    assert sorted(documented) == sorted(
+        name for name in vars(hookspecs) if name.startswith("treadle_on_")
+    ), "every lifecycle hook is numbered once"
+
+    def run(recorder: object, **overrides: Any) -> None:
+        config = small_config(tmp_path, keep_best_k=0, **overrides)
+        Trainer(
+            TinyClassifier(),
+            None,
+            config,
+            classification_task(),
+            device="cpu",
+            plugin_manager=engine_plugin_manager(("every-hook", recorder)),
+        ).train(*loaders())
+
+    run(EveryHook(), epochs=1)
+    resumed = EveryHook()
+    run(resumed, epochs=2, resume="auto")  # resumed, with one mid-epoch validation
+    first_calls = list(dict.fromkeys(resumed.names))
+    assert first_calls == [name for name in documented if name != "treadle_on_exception"]
+    assert resumed.names.index("treadle_on_validation_start") < resumed.names.index(
+        "treadle_on_epoch_end"
+    ), "the requested validation ran inside the epoch"
+
+    failing = EveryHook(raise_in="treadle_on_epoch_end")
+    with pytest.raises(RuntimeError, match="on purpose"):
+        run(failing, epochs=3, resume="auto")
+    assert failing.names[-1] == documented[-1] == "treadle_on_exception"
+
+
+@needs_engine
+def test_before_backward_is_firstresult_so_a_tryfirst_replacement_wins(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    class ZeroFirst:
+        @hookimpl(tryfirst=True)
+        def treadle_on_before_backward(self, loss: torch.Tensor) -> torch.Tensor:
+            calls.append("zero")
+            return loss * 0.0
+
+    class Amplify:
+        @hookimpl
+        def treadle_on_before_backward(self, loss: torch.Tensor) -> torch.Tensor:
+            calls.append("amplify")
+            return loss * 1e3
+
+    model = TinyClassifier()
+    before = [p.detach().clone() for p in model.parameters()]
+    manager = engine_plugin_manager(("zero", ZeroFirst()), ("amplify", Amplify()))
+    config = small_config(tmp_path, epochs=1, weight_decay=0.0)
+    trainer = Trainer(
+        model, None, config, classification_task(), device="cpu", plugin_manager=manager
+    )
+    trainer.train(*loaders())
+    # zero gradients: AdamW without weight decay leaves every weight where it was
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert set(calls) == {"zero"}, "after the first answer no implementation is called"
 
 
 class SpecHooks:
@@ -302,7 +402,7 @@ def test_plugin_state_is_saved_in_checkpoints_and_handed_back_on_resume(tmp_path
 
 def failing_plugin_source() -> str:
     return """
-from treadle import hookimpl
+from treadle import hookimpl, hookspecs
 
 @hookimpl
 def treadle_on_batch_end(batch_index):

@@ -35,7 +35,8 @@ __all__ = [
     "describe_implementation",
 ]
 
-#: Lifecycle hooks in the order a run first reaches them.
+#: Lifecycle hooks in the order a run first reaches them: the order :mod:`treadle.hookspecs`
+#: numbers (a test holds the two, and a recorded run, together).
 LIFECYCLE_HOOKS: tuple[str, ...] = (
     "treadle_on_load_checkpoint",
     "treadle_on_training_start",
@@ -43,14 +44,14 @@ LIFECYCLE_HOOKS: tuple[str, ...] = (
     "treadle_on_batch_start",
     "treadle_on_before_backward",
     "treadle_on_after_backward",
-    "treadle_on_before_optimizer_step",
     "treadle_on_batch_end",
+    "treadle_on_before_optimizer_step",
     "treadle_on_validation_start",
     "treadle_on_validation_end",
     "treadle_on_epoch_end",
     "treadle_on_save_checkpoint",
-    "treadle_on_exception",
     "treadle_on_training_end",
+    "treadle_on_exception",
 )
 
 #: A bound lifecycle hook: called with the hook's arguments as keywords.
@@ -231,12 +232,10 @@ class LifecycleDispatch:
 
             def call_for_loss(**kwargs: Any) -> Any:
                 try:
-                    results = caller(**kwargs)
+                    return caller(**kwargs)  # firstresult: the first answer, or None
                 except Exception as error:
                     annotate(error)
                     raise
-                # pluggy lists results in call order; the spec says the last one wins
-                return results[-1] if results else None
 
             return call_for_loss
 
@@ -275,7 +274,7 @@ class LifecycleDispatch:
                 finally:
                     slot[0] += 1
                     slot[1] += time.perf_counter() - start
-                return (results[-1] if results else None) if returns_loss else None
+                return results if returns_loss else None
 
             return timed_whole
 
@@ -286,7 +285,6 @@ class LifecycleDispatch:
         ]
 
         def timed_each(**kwargs: Any) -> Any:
-            result = None
             for impl, slot in ordered:
                 start = time.perf_counter()
                 try:
@@ -297,9 +295,9 @@ class LifecycleDispatch:
                 finally:
                     slot[0] += 1
                     slot[1] += time.perf_counter() - start
-                if value is not None:
-                    result = value
-            return result if returns_loss else None
+                if returns_loss and value is not None:
+                    return value  # firstresult: the rest are not called
+            return None
 
         return timed_each
 
