@@ -7,7 +7,7 @@ import inspect
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -482,3 +482,146 @@ def test_profile_hooks_times_every_implementation(tmp_path: Path) -> None:
     assert by_hook["treadle_on_batch_end"].implementation == "plugin 'recorder'"
     assert by_hook["treadle_on_training_start"].calls == 1
     assert recorder.calls[0] == ("training_start",), "profiled hooks still run"
+
+
+# -- objects bound to one run ---------------------------------------------------------------
+
+
+class HookedLogger:
+    """A logger that also follows its run's lifecycle, as a TensorBoard or MLflow logger
+    needing resume state would: built per run, bound to that run's hooks only."""
+
+    built: ClassVar[list[HookedLogger]] = []
+
+    def __init__(self, training_config: Any, run_dir: Path | None) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.closed = False
+        HookedLogger.built.append(self)
+
+    def log_metrics(self, metrics: Any, step: int) -> None:
+        self.events.append(("metrics", step))
+
+    def close(self) -> None:
+        self.closed = True
+
+    @hookimpl
+    def treadle_on_training_start(self, trainer: Any) -> None:
+        self.events.append(("training_start", trainer.run_dir))
+
+    @hookimpl
+    def treadle_on_save_checkpoint(self, plugin_state: dict[str, Any]) -> None:
+        plugin_state["hooked"] = {"events": len(self.events)}
+
+    @hookimpl
+    def treadle_on_training_end(self, results: Any) -> None:
+        self.events.append(("training_end", results["global_step"]))
+
+
+@needs_engine
+def test_a_loggers_hook_methods_hear_its_own_run_only(tmp_path: Path) -> None:
+    HookedLogger.built.clear()
+    manager = engine_plugin_manager()
+    manager.registry("loggers").register("hooked", HookedLogger)
+    for name in ("a", "b"):
+        config = small_config(tmp_path / name, epochs=1, loggers=("hooked",))
+        Trainer(
+            TinyClassifier(),
+            None,
+            config,
+            classification_task(),
+            device="cpu",
+            plugin_manager=manager,
+        ).train(*loaders())
+    first, second = HookedLogger.built
+    for sink, name in ((first, "a"), (second, "b")):
+        assert [event for event in sink.events if event[0] != "metrics"] == [
+            ("training_start", tmp_path / name),
+            ("training_end", 8),
+        ], "each logger heard its own run, once"
+        assert sink.closed
+    assert LifecycleDispatch(manager).on_training_start is None, "the manager itself hears none"
+
+
+@needs_engine
+def test_a_plugin_binds_a_stateful_object_for_the_runs_its_config_asks_for(
+    tmp_path: Path,
+) -> None:
+    class EveryStepCounter:
+        def __init__(self) -> None:
+            self.steps = 0
+
+        @hookimpl
+        def treadle_on_before_optimizer_step(self) -> None:
+            self.steps += 1
+
+    counters: list[EveryStepCounter] = []
+
+    class AcmePlugin:
+        @hookimpl
+        def treadle_configure_run(self, training_config: Any, bind: Any) -> None:
+            if training_config.plugins.options.get("acme", {}).get("count"):
+                counter = EveryStepCounter()
+                counters.append(counter)
+                bind(counter)
+
+    from treadle.config import PluginsConfig
+
+    manager = engine_plugin_manager(("acme", AcmePlugin()))
+    options = {"acme": {"count": True}}
+    for name, plugins in (("on", PluginsConfig(options=options)), ("off", PluginsConfig())):
+        trainer = Trainer(
+            TinyClassifier(),
+            None,
+            small_config(tmp_path / name, epochs=1, plugins=plugins),
+            classification_task(),
+            device="cpu",
+            plugin_manager=manager,
+        )
+        trainer.train(*loaders())
+        assert trainer.dispatch is not None
+        bound = trainer.dispatch.on_before_optimizer_step
+        assert (bound is not None) == (name == "on"), "off, the object costs nothing"
+    (counter,) = counters
+    assert counter.steps == 8
+    assert trainer.dispatch.on_batch_end is None, "the default loggers listen to no hook"
+
+
+def test_an_object_bound_to_a_run_takes_only_lifecycle_hooks() -> None:
+    from treadle.engine.binding import RunPlugin
+    from treadle.errors import PluginLoadError
+
+    class Registers:
+        @hookimpl
+        def treadle_register_losses(self, register: Any) -> None:
+            """Registries are filled once per manager, never per run."""
+
+    with pytest.raises(PluginLoadError, match=r"logger 'odd' \(Registers\) implements "):
+        LifecycleDispatch(
+            isolated_plugin_manager(),
+            run_plugins=[RunPlugin("logger:odd", Registers(), "logger 'odd' (Registers)")],
+        )
+
+
+@needs_engine
+def test_an_exception_from_a_bound_logger_names_it(tmp_path: Path) -> None:
+    class BrokenLogger(HookedLogger):
+        @hookimpl
+        def treadle_on_training_start(self, trainer: Any) -> None:
+            raise OSError("disk gone")
+
+    manager = engine_plugin_manager()
+    manager.registry("loggers").register("broken", BrokenLogger)
+    trainer = Trainer(
+        TinyClassifier(),
+        None,
+        small_config(tmp_path, loggers=("broken",)),
+        classification_task(),
+        device="cpu",
+        plugin_manager=manager,
+    )
+    with pytest.raises(OSError, match="disk gone") as caught:
+        trainer.train(*loaders())
+    assert caught.value.__notes__ == [
+        "in treadle_on_training_start of logger 'broken' "
+        "(test_an_exception_from_a_bound_logger_names_it.<locals>.BrokenLogger)"
+    ]

@@ -35,6 +35,11 @@ Rules that hold for every hook:
   nothing per batch. Every lifecycle hook may be implemented as a wrapper
   (``@hookimpl(wrapper=True)``); ``tryfirst`` and ``trylast`` order implementations as pluggy
   does (the last registered plain implementation is called first).
+- An object that belongs to one run implements lifecycle hooks as ``@hookimpl`` methods and
+  hears that run only: a logger the run built, the spec's ``hooks=`` object, an object a
+  plugin binds in :func:`treadle_configure_run`. They are registered after the entry-point
+  plugins, so pluggy calls them first unless they are marked ``trylast`` (the ``hooks=``
+  object is). No plugin needs a module global to find its run.
 
 A run calls the lifecycle hooks in this order (an epoch of B batches, N batches accumulated
 per optimizer step):
@@ -71,10 +76,16 @@ import pluggy
 if TYPE_CHECKING:
     import torch
 
+    from treadle.config import TrainingConfig
     from treadle.control import TrainerControl
     from treadle.protocols import TrainerView
 
 hookspec = pluggy.HookspecMarker("treadle")
+
+#: ``treadle_configure_run``'s ``add_logger(name)``: the run also writes to logger ``name``.
+AddLogger = Callable[[str], None]
+#: ``treadle_configure_run``'s ``bind(obj)``: ``obj``'s lifecycle methods hear this run only.
+Bind = Callable[[object], None]
 
 #: The ``register`` callable every registration hook receives.
 #: ``register(name, obj, override=False)``: ``name`` matches ``^[a-z][a-z0-9_-]*$``; ``obj`` is
@@ -385,4 +396,31 @@ def treadle_on_exception(trainer: TrainerView, exception: BaseException) -> None
         raised here is attached as a note and does not replace the original.
 
     Every implementation is called; return values are ignored. Wrappers are allowed.
+    """
+
+
+# --------------------------------------------------------------------------------------------
+# Run set-up: called once per run, before its loggers are built and its hooks bound.
+# --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def treadle_configure_run(
+    training_config: TrainingConfig, add_logger: AddLogger, bind: Bind
+) -> None:
+    """Called once per ``Trainer.train`` run, before its loggers are built and its lifecycle
+    hooks bound, so a plugin can switch on what the run's config asks of it (as pytest's
+    ``pytest_configure`` registers stepwise only when ``--stepwise`` is given).
+
+    :param training_config: the run's configuration; a plugin's own options are in
+        ``training_config.plugins.options[<plugin name>]``.
+    :param add_logger: ``add_logger(name)`` writes the run's metrics to the registered logger
+        ``name`` too, as if ``training_config.loggers`` listed it (a name is added once).
+    :param bind: ``bind(obj)`` binds ``obj``'s ``@hookimpl``-marked lifecycle methods to this
+        run only (a stateful object: early stopping with its own counters, a profiler). It
+        never hears another run; off, it costs nothing.
+
+    Every implementation is called, in plugin registration order; return values are ignored.
+    Wrappers are not allowed. An exception stops the run before it starts and names the
+    plugin.
     """

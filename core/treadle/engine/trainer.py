@@ -300,11 +300,18 @@ class _Run:
             run_dir=self.run_dir,
             state=self.state,
         )
-        self.dispatch = LifecycleDispatch(
-            trainer.plugin_manager, trainer.hooks, profile=trainer.profile_hooks
-        )
-        trainer.dispatch = self.dispatch
         self.parts = EngineParts(trainer, self.run_dir, distributed=distributed)
+        try:
+            self.dispatch = LifecycleDispatch(
+                trainer.plugin_manager,
+                trainer.hooks,
+                run_plugins=self.parts.run_plugins,
+                profile=trainer.profile_hooks,
+            )
+        except BaseException:
+            self.parts.close()  # the loggers are open already
+            raise
+        trainer.dispatch = self.dispatch
         trainer.gradient_accumulator = self.parts.accumulator
         trainer.gradient_monitor = self.parts.monitor
         self.training_loop = TrainingLoop(
