@@ -112,6 +112,7 @@ def test_metrics_frames_are_long_wide_and_typed(tmp_path: Path, manager: PluginM
 
 def test_the_plugin_registers_the_logger_and_valid_hooks() -> None:
     assert check_hookimpls(treadle_tracking.plugin) == []
+    assert check_hookimpls(ExperimentLogger) == [], "its run's hooks fit their specs"
     manager = isolated_plugin_manager(("tracking", treadle_tracking.plugin))
     assert manager.registry("loggers").get("experiment") is ExperimentLogger
 
