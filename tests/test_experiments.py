@@ -24,12 +24,14 @@ from tests.trainer_fixtures import (
 )
 from treadle import hookimpl
 from treadle.config import TrainingConfig
+from treadle.engine.binding import configure_run
+from treadle.engine.dispatch import LIFECYCLE_HOOKS, LifecycleDispatch
 from treadle.errors import StorageError
 from treadle.experiments import ExperimentDB
 from treadle.model_registry import ModelRegistry
 from treadle.plugins import PluginManager
 from treadle.testing import check_hookimpls, isolated_plugin_manager
-from treadle_tracking.logger import ExperimentLogger, logger_for
+from treadle_tracking.logger import ExperimentLogger
 
 
 @pytest.fixture
@@ -110,6 +112,7 @@ def test_metrics_frames_are_long_wide_and_typed(tmp_path: Path, manager: PluginM
 
 def test_the_plugin_registers_the_logger_and_valid_hooks() -> None:
     assert check_hookimpls(treadle_tracking.plugin) == []
+    assert check_hookimpls(ExperimentLogger) == [], "its run's hooks fit their specs"
     manager = isolated_plugin_manager(("tracking", treadle_tracking.plugin))
     assert manager.registry("loggers").get("experiment") is ExperimentLogger
 
@@ -118,7 +121,6 @@ def test_per_step_rows_wait_for_the_epoch_end(tmp_path: Path) -> None:
     location = tmp_path / "e.db"
     config = TrainingConfig(experiment_location=str(location), run_name="batched")
     sink = ExperimentLogger(training_config=config, run_dir=tmp_path / "run")
-    assert logger_for(config) is sink
     sink.begin(global_step=0)
     for step in range(1, 101):
         sink.log_metrics({"train/batch_loss": 1.0 / step, "train/learning_rate": 1e-3}, step)
@@ -190,7 +192,10 @@ def test_only_rank_0_records_a_distributed_run(
     config = TrainingConfig(experiment_location=str(location))
     sink = ExperimentLogger(training_config=config, run_dir=tmp_path)
     assert not sink.is_recording
-    assert logger_for(config) is None
+    state: dict[str, Any] = {}
+    sink.treadle_on_training_start(trainer=_view(config, 0))
+    sink.treadle_on_save_checkpoint(plugin_state=state)
+    assert state == {}, "its hooks do nothing either"
     sink.log_metrics({"epoch": 0, "loss": 1.0}, 1)
     sink.close()
     assert not location.exists()
@@ -205,36 +210,34 @@ def _view(config: TrainingConfig, global_step: int) -> Any:
 def test_hooks_resume_the_run_and_supersede_the_dead_attempts_rows(tmp_path: Path) -> None:
     """A run checkpoints at step 10, logs to 14 and dies; the resumed run continues the
     record as attempt 2 from step 10: steps 11-14 of attempt 1 are superseded."""
-    plugin = treadle_tracking.plugin
     location = tmp_path / "e.db"
     config = TrainingConfig(experiment_location=str(location), run_name="resumed")
     first = ExperimentLogger(training_config=config, run_dir=tmp_path / "run")
-    plugin.treadle_on_training_start(trainer=_view(config, 0))
+    first.treadle_on_training_start(trainer=_view(config, 0))
     for step in range(1, 6):
         first.log_metrics({"loss": 10.0 - step}, step)
     first.log_metrics({"epoch": 0, "train_loss": 5.0}, 5)
     for step in range(6, 11):
         first.log_metrics({"loss": 10.0 - step}, step)
     plugin_state: dict[str, Any] = {}
-    plugin.treadle_on_save_checkpoint(trainer=_view(config, 10), plugin_state=plugin_state)
+    first.treadle_on_save_checkpoint(plugin_state=plugin_state)
     assert plugin_state["tracking"]["epoch"] == 1
     for step in range(11, 15):
         first.log_metrics({"loss": 10.0 - step}, step)
-    plugin.treadle_on_exception(trainer=_view(config, 14), exception=RuntimeError("killed"))
+    first.treadle_on_exception(exception=RuntimeError("killed"))
     with ExperimentDB(location) as db:
         assert db.get_run(first.run_id or 0).status == "failed"
 
     resumed_config = attrs.evolve(config, resume="auto")
     second = ExperimentLogger(training_config=resumed_config, run_dir=tmp_path / "run")
-    plugin.treadle_on_load_checkpoint(trainer=_view(resumed_config, 10), plugin_state=plugin_state)
-    plugin.treadle_on_training_start(trainer=_view(resumed_config, 10))
+    second.treadle_on_load_checkpoint(plugin_state=plugin_state)
+    second.treadle_on_training_start(trainer=_view(resumed_config, 10))
     assert (second.run_id, second.attempt) == (first.run_id, 2)
     for step in range(11, 16):
         second.log_metrics({"loss": 100.0 + step}, step)
     second.log_metrics({"epoch": 1, "train_loss": 1.0}, 15)
     second.close()
-    plugin.treadle_on_training_end(
-        trainer=_view(resumed_config, 15),
+    second.treadle_on_training_end(
         results={"best_checkpoint": tmp_path / "run" / "best.pt", "best_val_loss": math.inf},
     )
     with ExperimentDB(location) as db:
@@ -256,33 +259,36 @@ def test_hooks_resume_the_run_and_supersede_the_dead_attempts_rows(tmp_path: Pat
 
 
 def test_a_resume_without_tracking_state_finds_the_run_by_its_folder(tmp_path: Path) -> None:
-    plugin = treadle_tracking.plugin
     location = tmp_path / "e.db"
     config = TrainingConfig(experiment_location=str(location))
     first = ExperimentLogger(training_config=config, run_dir=tmp_path / "run-a")
-    plugin.treadle_on_training_start(trainer=_view(config, 0))
+    first.treadle_on_training_start(trainer=_view(config, 0))
     first.log_metrics({"loss": 1.0}, 8)
     first.close()
     second_config = attrs.evolve(config, resume="auto")
     second = ExperimentLogger(training_config=second_config, run_dir=tmp_path / "run-a")
-    plugin.treadle_on_load_checkpoint(trainer=_view(second_config, 4), plugin_state={})
-    plugin.treadle_on_training_start(trainer=_view(second_config, 4))
+    second.treadle_on_load_checkpoint(plugin_state={})
+    second.treadle_on_training_start(trainer=_view(second_config, 4))
     assert (second.run_id, second.attempt) == (first.run_id, 2)
     second.close()
     fresh = ExperimentLogger(training_config=TrainingConfig(experiment_location=str(location)))
-    plugin.treadle_on_training_start(trainer=_view(fresh.training_config, 0))  # type: ignore[arg-type]
+    fresh.treadle_on_training_start(trainer=_view(TrainingConfig(), 0))
     assert fresh.run_id != first.run_id
     fresh.close()
 
 
-def test_hooks_ignore_runs_without_an_experiment_logger() -> None:
-    config = TrainingConfig(experiment_location=None)
-    plugin = treadle_tracking.plugin
-    state: dict[str, Any] = {}
-    plugin.treadle_on_training_start(trainer=_view(config, 0))
-    plugin.treadle_on_save_checkpoint(trainer=_view(config, 0), plugin_state=state)
-    plugin.treadle_on_training_end(trainer=_view(config, 0), results={})
-    assert state == {}
+def test_only_runs_with_an_experiment_store_get_the_logger_and_its_hooks() -> None:
+    manager = isolated_plugin_manager(("tracking", treadle_tracking.plugin))
+    dispatch = LifecycleDispatch(manager)
+    assert [
+        hook
+        for hook in LIFECYCLE_HOOKS
+        if getattr(dispatch, hook.removeprefix("treadle_")) is not None
+    ] == [], "the plugin module itself hears no run"
+    off = TrainingConfig(experiment_location=None)
+    assert configure_run(manager, off).logger_names == []
+    on = TrainingConfig(experiment_location="somewhere.db")
+    assert configure_run(manager, on).logger_names == ["experiment"]
 
 
 # -- the Trainer records its runs ---------------------------------------------------------
@@ -379,3 +385,43 @@ def test_a_crashed_and_resumed_training_keeps_one_live_row_per_step(tmp_path: Pa
         everything = db.get_metrics(run.run_id, names=["train/batch_loss"], include_superseded=True)
         assert list(everything[everything["superseded"]]["step"]) == [17, 18, 19, 20]
         assert list(db.get_history(run.run_id)["epoch"]) == [0, 1, 2]
+
+
+@needs_engine
+@pytest.mark.slow
+def test_two_trainers_sharing_one_frozen_config_each_record_their_own_run(
+    tmp_path: Path,
+) -> None:
+    """The second run starts and ends while the first is between its epochs; each run's
+    hooks must reach its own experiment logger, not the other's."""
+    location = tmp_path / "treadle.db"
+    config = small_config(tmp_path / "run", experiment_location=str(location), epochs=2)
+    trainer_cls = pytest.importorskip("treadle.engine.trainer").Trainer
+    results: dict[str, Any] = {}
+
+    def trainer(manager: PluginManager) -> Any:
+        return trainer_cls(
+            model=TinyClassifier(),
+            config=None,
+            training_config=config,
+            task_spec=classification_task(),
+            plugin_manager=manager,
+            device="cpu",
+        )
+
+    class TrainAnotherInBetween:
+        @hookimpl
+        def treadle_on_epoch_end(self, epoch: int) -> None:
+            if epoch == 0:
+                results["inner"] = trainer(_tracking_manager()).train(*loaders())
+
+    results["outer"] = trainer(_tracking_manager(("in-between", TrainAnotherInBetween()))).train(
+        *loaders()
+    )
+    with ExperimentDB(location) as db:
+        runs = db.find_runs()
+        assert len(runs) == 2
+        assert all(run.status == "completed" for run in runs)
+        assert {run.summary.get("total_time") for run in runs} == {
+            results[name]["total_time"] for name in ("outer", "inner")
+        }, "each run's summary holds its own results"

@@ -213,3 +213,94 @@ def test_bad_settings_are_refused_naming_the_parameter(
 ) -> None:
     with pytest.raises(error, match=next(iter(options))):
         GradientAccumulator(**options)  # type: ignore[arg-type]
+
+
+# -- windows by items, as the TrainingLoop drives the accumulator ---------------------------
+
+
+def test_windows_group_batches_per_optimizer_step_with_a_short_last_one() -> None:
+    assert list(GradientAccumulator(accumulation_steps=4).windows(range(10))) == [
+        [0, 1, 2, 3],
+        [4, 5, 6, 7],
+        [8, 9],
+    ]
+    assert list(GradientAccumulator().windows(iter("ab"))) == [["a"], ["b"]]
+
+
+def test_weigh_a_mean_loss_by_its_share_of_the_windows_items() -> None:
+    accumulator = GradientAccumulator(accumulation_steps=2)
+    loss = torch.tensor(2.0, requires_grad=True)
+    share, reported = accumulator.weigh(loss, 6, 8, divided_by_window=False)
+    assert float(share.detach()) == 1.5
+    assert share.requires_grad
+    assert float(reported) == 2.0
+    assert not reported.requires_grad
+
+
+def test_weigh_a_loss_already_divided_by_the_windows_items_as_it_is() -> None:
+    accumulator = GradientAccumulator(accumulation_steps=2)
+    loss = torch.tensor(0.75, requires_grad=True)  # 6 items summing to 4.5, divided by 6 + 2
+    share, reported = accumulator.weigh(
+        loss, torch.tensor(6), torch.tensor(8), divided_by_window=True
+    )
+    assert share is loss
+    assert float(reported) == pytest.approx(1.0), "the batch's own mean, for reports"
+
+
+def test_weigh_leaves_a_window_of_one_batch_alone_and_needs_items_otherwise() -> None:
+    accumulator = GradientAccumulator()
+    loss = torch.tensor(3.0, requires_grad=True)
+    share, reported = accumulator.weigh(loss, None, None, divided_by_window=False)
+    assert share is loss
+    assert float(reported) == 3.0
+    with pytest.raises(TypeError, match="needs its items"):
+        accumulator.weigh(loss, None, 8, divided_by_window=False)
+
+
+def test_weighed_windows_equal_one_batch_and_keep_the_statistics() -> None:
+    dtype = torch.float64
+    model = make_model(dtype)
+    inputs, labels = make_data(24, dtype)
+    expected = full_batch_gradients(model, inputs, labels)
+    model.zero_grad()
+    accumulator = GradientAccumulator(accumulation_steps=3)
+    sizes = (12, 8, 4)  # uneven batches: weighed by items, not by 1/3 each
+    starts = (0, 12, 20)
+    batches = [(inputs[a : a + n], labels[a : a + n]) for a, n in zip(starts, sizes, strict=True)]
+    (window,) = accumulator.windows(batches)
+    for (batch_inputs, batch_labels), items in zip(window, sizes, strict=True):
+        loss = torch.nn.functional.cross_entropy(model(batch_inputs), batch_labels)
+        share, _ = accumulator.weigh(loss, items, sum(sizes), divided_by_window=False)
+        share.backward()
+    for got, want in zip(gradients(model), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+
+    norm = accumulator.end_window(model, 0.1)
+    assert norm is not None
+    stats = accumulator.get_stats()
+    assert (stats.global_step, stats.effective_step) == (3, 1)
+    full_loss = torch.nn.functional.cross_entropy(model(inputs), labels)
+    assert stats.accumulated_loss == pytest.approx(float(full_loss.detach()), rel=1e-12)
+    after = torch.linalg.vector_norm(torch.cat([p.grad.reshape(-1) for p in model.parameters()]))
+    assert stats.norm_before_clip == pytest.approx(float(norm))
+    assert stats.norm_after_clip == pytest.approx(float(after), rel=1e-9)
+
+
+def test_end_window_without_a_limit_counts_the_step_and_leaves_gradients_alone() -> None:
+    model = make_model(torch.float32)
+    set_gradients(model, 5.0)
+    before = gradients(model)
+    accumulator = GradientAccumulator(accumulation_steps=2)
+    assert accumulator.end_window(model, None) is None
+    assert accumulator.get_stats().effective_step == 1
+    for got, want in zip(gradients(model), before, strict=True):
+        assert torch.equal(got, want)
+
+
+def test_end_window_clips_per_parameter_when_the_accumulator_was_made_so() -> None:
+    model = make_model(torch.float32)
+    set_gradients(model, 1.0)
+    accumulator = GradientAccumulator(max_gradient_norm=100.0, clip_by_global_norm=False)
+    accumulator.end_window(model, 0.5)  # the loop's limit, not the accumulator's own
+    norms = [float(torch.linalg.vector_norm(p.grad)) for p in model.parameters()]
+    assert norms == pytest.approx([0.5] * 4, rel=1e-5)

@@ -21,6 +21,7 @@ from tests.trainer_fixtures import (
     needs_main_job,
     small_config,
 )
+from treadle import hookimpl
 from treadle.engine.optim import WarmupThenDecay, parameter_groups, warmup_steps
 from treadle.engine.precision import resolve_precision
 from treadle.engine.trainer import Trainer
@@ -108,6 +109,62 @@ def test_an_epoch_that_is_not_a_multiple_of_the_window_steps_on_its_remainder(
     # 64 samples / 8 = 8 batches; windows of 3: 3 + 3 + 2 -> 3 optimizer steps per epoch
     results = train(tmp_path, epochs=2, gradient_accumulation_steps=3)
     assert results["global_step"] == 6
+
+
+class BatchLosses:
+    """Keeps every batch's own loss, as ``treadle_on_batch_end`` reports it."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    @hookimpl
+    def treadle_on_batch_end(self, loss: torch.Tensor) -> None:
+        self.losses.append(float(loss))
+
+
+@needs_engine
+def test_the_trainers_accumulator_statistics_are_live_after_a_run(tmp_path: Path) -> None:
+    # 64 samples / 8 = 8 batches; windows of 3: 3 + 3 + 2 -> 3 optimizer steps per epoch
+    batch_losses = BatchLosses()
+    config = small_config(tmp_path, epochs=2, gradient_accumulation_steps=3, max_grad_norm=0.5)
+    model = TinyClassifier()
+    trainer = Trainer(
+        model,
+        None,
+        config,
+        classification_task(),
+        device="cpu",
+        plugin_manager=engine_plugin_manager(("losses-seen", batch_losses)),
+    )
+    results = trainer.train(*loaders())
+
+    assert trainer.gradient_accumulator is not None
+    assert trainer.gradient_monitor is not None
+    stats = trainer.gradient_accumulator.get_stats()
+    assert stats.global_step == 16, "backward passes"
+    assert stats.effective_step == results["global_step"] == 6
+    assert stats.num_parameters == sum(p.numel() for p in model.parameters())
+    assert stats.norm_before_clip == pytest.approx(results["history"][-1]["gradient_norm"])
+    assert stats.norm_after_clip == pytest.approx(min(stats.norm_before_clip, 0.5), rel=1e-5)
+    # the last window: two batches of 8 equal samples, so its loss is their mean
+    assert stats.accumulated_loss == pytest.approx(sum(batch_losses.losses[-2:]) / 2, rel=1e-6)
+
+
+@needs_engine
+def test_a_resumed_run_continues_the_accumulator_counters(tmp_path: Path) -> None:
+    train(tmp_path, epochs=1, gradient_accumulation_steps=3)
+    trainer = Trainer(
+        TinyClassifier(),
+        None,
+        small_config(tmp_path, epochs=2, gradient_accumulation_steps=3, resume="auto"),
+        classification_task(),
+        device="cpu",
+        plugin_manager=engine_plugin_manager(),
+    )
+    results = trainer.train(*loaders())
+    assert trainer.gradient_accumulator is not None
+    stats = trainer.gradient_accumulator.get_stats()
+    assert (stats.global_step, stats.effective_step) == (16, results["global_step"]) == (16, 6)
 
 
 @needs_engine
@@ -238,6 +295,8 @@ def test_the_loops_work_on_their_own_as_the_spec_shows() -> None:
         metrics_callback=lambda loss, step: seen.append((loss, step)),
     )
     assert (result.num_batches, result.num_samples, result.global_step) == (8, 64, 4)
+    stats = train_loop.gradient_accumulator.get_stats()
+    assert (stats.global_step, stats.effective_step) == (8, 4), "the loop's accumulator counts"
     assert [step for _, step in seen] == [1, 2, 3, 4]
     assert result.epoch_duration_seconds > 0
     accuracy = manager.registry("metrics").get("accuracy")

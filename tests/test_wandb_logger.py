@@ -94,3 +94,15 @@ def test_unknown_options_are_refused_with_the_known_ones(tmp_path: Path) -> None
     )
     with pytest.raises(ConfigError, match=r"entitty.*known: entity"):
         WandbLogger(config, run_dir=tmp_path)
+
+
+def test_wandb_project_switches_the_logger_on_through_the_plugin(tmp_path: Path) -> None:
+    import treadle_wandb.plugin
+    from treadle.engine.binding import configure_run
+    from treadle.testing import check_hookimpls, isolated_plugin_manager
+
+    assert check_hookimpls(treadle_wandb.plugin) == []
+    manager = isolated_plugin_manager(("wandb", treadle_wandb.plugin))
+    assert configure_run(manager, small_config(tmp_path)).logger_names == []
+    switched_on = small_config(tmp_path, wandb_project="p")
+    assert configure_run(manager, switched_on).logger_names == ["wandb"]

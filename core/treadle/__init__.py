@@ -6,11 +6,11 @@ Public names load on first use (PEP 562), so ``import treadle`` stays light.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
 import pluggy
 
+from treadle._lazy import lazy_names
 from treadle.errors import (
     ConfigError,
     DataError,
@@ -118,14 +118,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _LAZY:
-        msg = f"module 'treadle' has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -31,7 +31,39 @@ Rules that hold for every hook:
 - Lifecycle hooks (``treadle_on_<event>``) receive a read-only ``trainer`` view and, where the
   event allows steering, a :class:`~treadle.control.TrainerControl`. An exception escaping one
   keeps its type, gains a note naming the plugin, and ends the run after
-  :func:`treadle_on_exception`.
+  :func:`treadle_on_exception`. Each is bound once per run: one that nothing implements costs
+  nothing per batch. Every lifecycle hook may be implemented as a wrapper
+  (``@hookimpl(wrapper=True)``); ``tryfirst`` and ``trylast`` order implementations as pluggy
+  does (the last registered plain implementation is called first).
+- An object that belongs to one run implements lifecycle hooks as ``@hookimpl`` methods and
+  hears that run only: a logger the run built, the spec's ``hooks=`` object, an object a
+  plugin binds in :func:`treadle_configure_run`. They are registered after the entry-point
+  plugins, so pluggy calls them first unless they are marked ``trylast`` (the ``hooks=``
+  object is). No plugin needs a module global to find its run.
+
+A run calls the lifecycle hooks in this order (an epoch of B batches, N batches accumulated
+per optimizer step):
+
+1. ``treadle_on_load_checkpoint``: once, when the run resumes from a checkpoint.
+2. ``treadle_on_training_start``: once, before the first epoch.
+3. ``treadle_on_epoch_start``: at the start of every epoch.
+4. ``treadle_on_batch_start``: before every batch's forward pass.
+5. ``treadle_on_before_backward``: with every batch's loss.
+6. ``treadle_on_after_backward``: after every batch's ``backward()``.
+7. ``treadle_on_batch_end``: after every batch.
+8. ``treadle_on_before_optimizer_step``: after the ``batch_end`` of every N-th batch and of
+   the epoch's last batch, before the optimizer steps.
+9. ``treadle_on_validation_start``: after the epoch's last optimizer step; also right after
+   an optimizer step inside the epoch when a hook set ``control.should_validate``.
+10. ``treadle_on_validation_end``: after every validation pass, mid-epoch ones included.
+11. ``treadle_on_epoch_end``: after the epoch and its validation.
+12. ``treadle_on_save_checkpoint``: whenever a checkpoint is written: after ``epoch_end``
+    when one is due, and after an optimizer step for step or time intervals and requests.
+13. ``treadle_on_training_end``: once, after the last epoch or a stop request.
+14. ``treadle_on_exception``: once, when the run fails (in a step or in any hook), before the
+    error propagates to the caller.
+
+Steps 4-8 repeat for each batch, 3-12 for each epoch.
 """
 
 from __future__ import annotations
@@ -44,10 +76,16 @@ import pluggy
 if TYPE_CHECKING:
     import torch
 
+    from treadle.config import TrainingConfig
     from treadle.control import TrainerControl
     from treadle.protocols import TrainerView
 
 hookspec = pluggy.HookspecMarker("treadle")
+
+#: ``treadle_configure_run``'s ``add_logger(name)``: the run also writes to logger ``name``.
+AddLogger = Callable[[str], None]
+#: ``treadle_configure_run``'s ``bind(obj)``: ``obj``'s lifecycle methods hear this run only.
+Bind = Callable[[object], None]
 
 #: The ``register`` callable every registration hook receives.
 #: ``register(name, obj, override=False)``: ``name`` matches ``^[a-z][a-z0-9_-]*$``; ``obj`` is
@@ -166,11 +204,20 @@ def treadle_register_commands(register: Register) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Lifecycle: called by the Trainer, in this order (E epochs, B batches, N accumulation steps):
-#   training_start, (epoch_start, (batch_start, before_backward, after_backward,
-#   [before_optimizer_step every N batches], batch_end) * B, validation_start, validation_end,
-#   epoch_end, [save_checkpoint]) * E, training_end; exception on any error.
+# Lifecycle: called by the Trainer in the order the module docstring numbers.
 # --------------------------------------------------------------------------------------------
+
+
+@hookspec
+def treadle_on_load_checkpoint(trainer: TrainerView, plugin_state: Mapping[str, Any]) -> None:
+    """Called once when a run resumes from a checkpoint, before ``treadle_on_training_start``,
+    with what ``treadle_on_save_checkpoint`` stored (an empty mapping for checkpoints written
+    without plugin state).
+
+    :param plugin_state: the saved plugin state, keyed by plugin name.
+
+    Every implementation is called; return values are ignored. Wrappers are allowed.
+    """
 
 
 @hookspec
@@ -187,7 +234,8 @@ def treadle_on_training_start(trainer: TrainerView, control: TrainerControl) -> 
 
 @hookspec
 def treadle_on_epoch_start(trainer: TrainerView, epoch: int, control: TrainerControl) -> None:
-    """Called at the start of every training epoch.
+    """Called at the start of every training epoch (not when a resumed run continues inside
+    an epoch it had begun).
 
     :param epoch: the epoch about to run, from 0.
     :param control: set ``should_stop`` to end the run before this epoch.
@@ -212,19 +260,22 @@ def treadle_on_batch_start(
     """
 
 
-@hookspec
+@hookspec(firstresult=True)
 def treadle_on_before_backward(
     trainer: TrainerView, batch_index: int, loss: torch.Tensor, control: TrainerControl
 ) -> torch.Tensor | None:
     """Called with each batch's loss before ``backward()``. Hot path.
 
-    :param loss: the scalar loss of this micro-batch, already divided for accumulation,
-        still on its device and attached to the graph.
+    :param batch_index: position of the batch in the epoch, from 0.
+    :param loss: the scalar loss of this micro-batch, already weighed for accumulation (its
+        share of the optimizer step), still on its device and attached to the graph.
     :returns: ``None`` to keep the loss, or a scalar tensor to back-propagate instead (an extra
-        regularization term, say). When several implementations return one, the last in call
-        order wins.
+        regularization term, say).
 
-    Every implementation is called. Wrappers are allowed.
+    ``firstresult``: implementations are called in call order (``tryfirst`` ones first) until
+    one returns a tensor; that one is back-propagated and the rest are not called. Wrappers are
+    allowed: a wrapper receives the chosen loss (or ``None``) from ``yield`` and may return
+    another.
     """
 
 
@@ -234,18 +285,7 @@ def treadle_on_after_backward(
 ) -> None:
     """Called after each ``backward()``; gradients of this micro-batch are accumulated. Hot path.
 
-    Every implementation is called; return values are ignored. Wrappers are allowed.
-    """
-
-
-@hookspec
-def treadle_on_before_optimizer_step(
-    trainer: TrainerView, optimizer: torch.optim.Optimizer, control: TrainerControl
-) -> None:
-    """Called before each optimizer step, after gradients are unscaled and clipped.
-
-    :param optimizer: the optimizer about to step; gradients are readable on the model.
-    :param control: set ``should_skip_step`` to skip this step (gradients are cleared).
+    :param batch_index: position of the batch in the epoch, from 0.
 
     Every implementation is called; return values are ignored. Wrappers are allowed.
     """
@@ -255,11 +295,12 @@ def treadle_on_before_optimizer_step(
 def treadle_on_batch_end(
     trainer: TrainerView, batch_index: int, loss: torch.Tensor, control: TrainerControl
 ) -> None:
-    """Called after every training batch. This is the hot path: keep it cheap.
+    """Called after every training batch, before the optimizer step its window may end with.
+    This is the hot path: keep it cheap.
 
     :param batch_index: position of the batch in the epoch, from 0.
-    :param loss: the batch loss (undivided by accumulation), detached, still on its device;
-        call ``.item()`` only when logging.
+    :param loss: the batch's own loss (not weighed for accumulation), detached, still on its
+        device; call ``.item()`` only when logging.
     :param control: set ``should_stop``, ``should_save`` or ``should_validate`` to steer; they
         take effect at the next optimizer-step boundary.
 
@@ -269,10 +310,28 @@ def treadle_on_batch_end(
 
 
 @hookspec
-def treadle_on_validation_start(trainer: TrainerView, epoch: int, control: TrainerControl) -> None:
-    """Called before each validation pass.
+def treadle_on_before_optimizer_step(
+    trainer: TrainerView, optimizer: torch.optim.Optimizer, control: TrainerControl
+) -> None:
+    """Called before each optimizer step: after the ``treadle_on_batch_end`` of the window's
+    last batch, once gradients are unscaled and clipped.
 
-    Every implementation is called; return values are ignored.
+    :param optimizer: the optimizer about to step; gradients are readable on the model.
+    :param control: set ``should_skip_step`` to skip this step (gradients are cleared).
+
+    Every implementation is called; return values are ignored. Wrappers are allowed.
+    """
+
+
+@hookspec
+def treadle_on_validation_start(trainer: TrainerView, epoch: int, control: TrainerControl) -> None:
+    """Called before each validation pass: after every epoch's training, and mid-epoch right
+    after the optimizer step at which a hook had set ``control.should_validate``. Runs without
+    validation data never validate and never call it.
+
+    :param epoch: the epoch being trained (mid-epoch: the current one).
+
+    Every implementation is called; return values are ignored. Wrappers are allowed.
     """
 
 
@@ -280,11 +339,13 @@ def treadle_on_validation_start(trainer: TrainerView, epoch: int, control: Train
 def treadle_on_validation_end(
     trainer: TrainerView, epoch: int, metrics: Mapping[str, float], control: TrainerControl
 ) -> None:
-    """Called after each validation pass with its metrics (``val_loss``, ``val_accuracy``, ...).
+    """Called after each validation pass, mid-epoch ones included, with its metrics
+    (``val_loss``, ``val_accuracy``, ...).
 
+    :param epoch: the epoch being trained (mid-epoch: the current one).
     :param control: set ``should_stop`` to end the run, ``should_save`` to checkpoint now.
 
-    Every implementation is called; return values are ignored.
+    Every implementation is called; return values are ignored. Wrappers are allowed.
     """
 
 
@@ -298,7 +359,7 @@ def treadle_on_epoch_end(
         ``val_loss``, ...), plain floats.
     :param control: set ``should_stop`` to end the run, ``should_save`` to checkpoint now.
 
-    Every implementation is called; return values are ignored.
+    Every implementation is called; return values are ignored. Wrappers are allowed.
     """
 
 
@@ -312,16 +373,18 @@ def treadle_on_save_checkpoint(
         ``plugin_state["acme"] = {...}``. Values must be plain types (``int``, ``float``,
         ``str``, lists, dicts, tensors): checkpoints load with ``weights_only=True``.
 
-    Every implementation is called; return values are ignored.
+    Every implementation is called; return values are ignored. Wrappers are allowed: after
+    ``yield`` a wrapper sees what the others stored.
     """
 
 
 @hookspec
-def treadle_on_load_checkpoint(trainer: TrainerView, plugin_state: Mapping[str, Any]) -> None:
-    """Called when a run resumes from a checkpoint, with what ``treadle_on_save_checkpoint``
-    stored (an empty mapping for checkpoints written without plugin state).
+def treadle_on_training_end(trainer: TrainerView, results: Mapping[str, Any]) -> None:
+    """Called once after the last epoch, or after a requested stop, with the run's results
+    (``best_epoch``, ``best_val_loss``, ``total_time``, ``final_metrics``, ``history``). The
+    run's loggers are closed by then.
 
-    Every implementation is called; return values are ignored.
+    Every implementation is called; return values are ignored. Wrappers are allowed.
     """
 
 
@@ -332,14 +395,32 @@ def treadle_on_exception(trainer: TrainerView, exception: BaseException) -> None
     :param exception: the error; it is re-raised after every implementation ran. An exception
         raised here is attached as a note and does not replace the original.
 
-    Every implementation is called; return values are ignored.
+    Every implementation is called; return values are ignored. Wrappers are allowed.
     """
 
 
-@hookspec
-def treadle_on_training_end(trainer: TrainerView, results: Mapping[str, Any]) -> None:
-    """Called once after the last epoch, or after a requested stop, with the run's results
-    (``best_epoch``, ``best_val_loss``, ``total_time``, ``final_metrics``, ``history``).
+# --------------------------------------------------------------------------------------------
+# Run set-up: called once per run, before its loggers are built and its hooks bound.
+# --------------------------------------------------------------------------------------------
 
-    Every implementation is called; return values are ignored.
+
+@hookspec
+def treadle_configure_run(
+    training_config: TrainingConfig, add_logger: AddLogger, bind: Bind
+) -> None:
+    """Called once per ``Trainer.train`` run, before its loggers are built and its lifecycle
+    hooks bound, so a plugin can switch on what the run's config asks of it (as pytest's
+    ``pytest_configure`` registers stepwise only when ``--stepwise`` is given).
+
+    :param training_config: the run's configuration; a plugin's own options are in
+        ``training_config.plugins.options[<plugin name>]``.
+    :param add_logger: ``add_logger(name)`` writes the run's metrics to the registered logger
+        ``name`` too, as if ``training_config.loggers`` listed it (a name is added once).
+    :param bind: ``bind(obj)`` binds ``obj``'s ``@hookimpl``-marked lifecycle methods to this
+        run only (a stateful object: early stopping with its own counters, a profiler). It
+        never hears another run; off, it costs nothing.
+
+    Every implementation is called, in plugin registration order; return values are ignored.
+    Wrappers are not allowed. An exception stops the run before it starts and names the
+    plugin.
     """

@@ -24,10 +24,11 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import attrs
 import torch
 
+from treadle.registry_face import RegistryFace
+
 if TYPE_CHECKING:
     from treadle.plugins import PluginManager
     from treadle.protocols import LossStrategy
-    from treadle.registry import Entry, NamedRegistry
 
 __all__ = [
     "LossInputs",
@@ -181,7 +182,7 @@ def _is_zero(value: torch.Tensor | int | float) -> bool:
 # -- registry face --------------------------------------------------------------------------
 
 
-class LossStrategyRegistry:
+class LossStrategyRegistry(RegistryFace["LossStrategy"]):
     """The loss strategies registered by plugins and at runtime, by name.
 
     A thin face over ``get_registry("losses", plugin_manager)``: a runtime ``register`` is seen
@@ -191,49 +192,15 @@ class LossStrategyRegistry:
         registry.register("weighted-ce", CustomWeightedLoss(weights))
         strategy = registry.get("weighted-ce")
 
+    ``get(name, **options)`` builds a registered class with ``options`` and returns a
+    registered instance as it is; ``register`` checks for ``compute_loss`` and
+    ``validate_inputs``. ``names()``, ``entry(name)`` (the object and the plugin that
+    registered it) and ``name in registry`` work as on every registry face.
+
     :param plugin_manager: whose registry to use; default the process-wide manager.
     """
 
-    def __init__(self, plugin_manager: PluginManager | None = None) -> None:
-        self._plugin_manager = plugin_manager
-
-    @property
-    def _registry(self) -> NamedRegistry:
-        from treadle.plugins import get_registry
-
-        return get_registry("losses", self._plugin_manager)
-
-    def get(self, name: str, **options: Any) -> LossStrategy:
-        """A strategy instance: a registered class is built with ``options``; a registered
-        instance is returned as it is.
-
-        :raises UnknownNameError: nothing is registered under ``name``; the message lists what is.
-        """
-        strategy: LossStrategy = self._registry.create(name, **options)
-        return strategy
-
-    def register(self, name: str, obj: Any, override: bool = False) -> None:
-        """Register a strategy class or instance under ``name`` at runtime.
-
-        :raises RegistrationError: the name is not valid, or ``obj`` lacks ``compute_loss`` or
-            ``validate_inputs``.
-        :raises PluginConflictError: the name is taken and ``override`` is false.
-        """
-        self._registry.register(name, obj, override=override)
-
-    def names(self) -> list[str]:
-        """Registered names, sorted."""
-        return self._registry.names()
-
-    def entry(self, name: str) -> Entry:
-        """The registration of ``name``: the object and the plugin that registered it."""
-        return self._registry.entry(name)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._registry
-
-    def __repr__(self) -> str:
-        return f"<LossStrategyRegistry: {', '.join(self.names()) or 'empty'}>"
+    kind = "losses"
 
 
 def get_loss_strategy(

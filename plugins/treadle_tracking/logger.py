@@ -5,11 +5,12 @@ Built once per run as ``ExperimentLogger(training_config=..., run_dir=...)`` whe
 transaction at each epoch's end, before each checkpoint, every ``flush_rows`` rows or
 ``flush_seconds``, and on :meth:`ExperimentLogger.close`; a per-step call only appends tuples.
 
-The tracking plugin's lifecycle hooks tell the logger of its run what the metric stream does
-not: the step a resumed run continues from (:meth:`~ExperimentLogger.begin`), the run id kept
-in a checkpoint (:meth:`~ExperimentLogger.resume_from`), a failure
-(:meth:`~ExperimentLogger.fail`) and the results (:meth:`~ExperimentLogger.finish`). They find
-it through :func:`logger_for`, keyed by the run's ``TrainingConfig`` object.
+The logger is bound to its run's lifecycle hooks (its ``@hookimpl`` methods), which tell it
+what the metric stream does not: the step a resumed run continues from
+(:meth:`~ExperimentLogger.begin`), the run id kept in a checkpoint
+(:meth:`~ExperimentLogger.resume_from`), a failure (:meth:`~ExperimentLogger.fail`) and the
+results (:meth:`~ExperimentLogger.finish`). It hears its own run only, whatever other runs
+share its config.
 """
 
 from __future__ import annotations
@@ -19,32 +20,25 @@ import math
 import os
 import sys
 import time
-import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from treadle import hookimpl
 from treadle.errors import ConfigError
 from treadle.experiments import ExperimentDB, check_config
 from treadle.storage import DEFAULT_LOCATION, MetricValues, check_name
 
 if TYPE_CHECKING:
     from treadle.config import TrainingConfig
+    from treadle.protocols import TrainerView
 
-__all__ = ["PLUGIN_STATE_KEY", "ExperimentLogger", "logger_for"]
+__all__ = ["PLUGIN_STATE_KEY", "ExperimentLogger"]
 
 logger = logging.getLogger(__name__)
 
 #: Where checkpoints keep the run's id (``plugin_state["tracking"]``).
 PLUGIN_STATE_KEY = "tracking"
-
-_ACTIVE: weakref.WeakValueDictionary[int, ExperimentLogger] = weakref.WeakValueDictionary()
-
-
-def logger_for(training_config: object) -> ExperimentLogger | None:
-    """The experiment logger built for the run of ``training_config`` (the very object),
-    or ``None`` when that run logs to no experiment store."""
-    return _ACTIVE.get(id(training_config))
 
 
 def _json_ready(value: Any) -> Any:
@@ -121,8 +115,6 @@ class ExperimentLogger:
         self._resume_epoch: int | None = None
         self._checked_names: set[str] = set()
         self._closed = False
-        if training_config is not None and self.is_recording:
-            _ACTIVE[id(training_config)] = self
 
     def _default_name(self) -> str:
         if self.training_config is not None and self.training_config.run_name:
@@ -130,6 +122,33 @@ class ExperimentLogger:
         if self.run_dir is not None and self.run_dir.name:
             return self.run_dir.name
         return "run"
+
+    # -- its run's lifecycle hooks (bound to that run only) ------------------------------
+
+    @hookimpl
+    def treadle_on_load_checkpoint(self, plugin_state: Mapping[str, Any]) -> None:
+        if self.is_recording:
+            self.resume_from(plugin_state)
+
+    @hookimpl
+    def treadle_on_training_start(self, trainer: TrainerView) -> None:
+        if self.is_recording:
+            self.begin(global_step=trainer.global_step)
+
+    @hookimpl
+    def treadle_on_save_checkpoint(self, plugin_state: MutableMapping[str, Any]) -> None:
+        if self.is_recording:
+            plugin_state[PLUGIN_STATE_KEY] = self.checkpoint_state()
+
+    @hookimpl
+    def treadle_on_exception(self, exception: BaseException) -> None:
+        if self.is_recording:
+            self.fail(exception)
+
+    @hookimpl
+    def treadle_on_training_end(self, results: Mapping[str, Any]) -> None:
+        if self.is_recording:
+            self.finish(results)
 
     # -- the metric stream ---------------------------------------------------------------
 

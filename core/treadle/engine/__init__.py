@@ -6,8 +6,9 @@ not the checkpoint or metrics code it does not need yet.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from treadle._lazy import lazy_names
 
 if TYPE_CHECKING:
     from treadle.engine.dispatch import LifecycleDispatch
@@ -73,14 +74,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _LAZY:
-        msg = f"module 'treadle.engine' has no attribute {name!r}"
-        raise AttributeError(msg)
-    value = getattr(importlib.import_module(_LAZY[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -1,24 +1,33 @@
-"""Gradient accumulation: when to step the optimizer, how to scale the loss, and clipping.
+"""Gradient accumulation: windows of batches, how each batch's loss is weighed, when the
+optimizer steps, clipping, and the statistics of all that.
 
 Batches are grouped into windows of ``accumulation_steps``; the optimizer steps at the end of
 each window. When the epoch's batch count is not a multiple of the window, its last window is
-shorter and still steps: its batches are scaled by ``1 / remainder`` (see
-:meth:`GradientAccumulator.loss_scale`), so every optimizer step sees the mean over the batches
-that really went into it.
+shorter and still steps, weighed so that every optimizer step sees the mean over the batches
+(or items) that really went into it. The :class:`~treadle.engine.TrainingLoop` and hand-written
+loops use the same :class:`GradientAccumulator`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable
-from typing import Any
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TypeVar
 
 import attrs
 import torch
 
 from treadle.engine.gradient_monitor import gradient_norms
 
-__all__ = ["AccumulationStats", "GradientAccumulator"]
+__all__ = ["AccumulationStats", "GradientAccumulator", "Items"]
+
+#: A count of the items that count in a batch (tokens, samples): what a loss strategy's
+#: ``count_items`` returns, a number or a 0-d tensor (kept on the device).
+Items = int | float | torch.Tensor
+
+_Batch = TypeVar("_Batch")
 
 # clip_grad_norm_ divides by (norm + 1e-6); per-parameter clipping uses the same guard so the
 # two modes agree when a model has a single parameter.
@@ -45,22 +54,20 @@ class AccumulationStats:
     num_parameters: int
 
 
-def _parameters(model: torch.nn.Module | Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    if isinstance(model, torch.nn.Module):
-        return list(model.parameters())
-    return list(model)
-
-
 class GradientAccumulator:
-    """Decides when the optimizer steps, scales the loss per window, and clips gradients.
+    """Groups batches into accumulation windows, weighs each batch's loss for its window,
+    decides when the optimizer steps, clips gradients, and keeps statistics of it all.
 
     :param accumulation_steps: batches accumulated per optimizer step (N).
     :param max_gradient_norm: clip to this L2 norm; ``None`` measures the norm without clipping.
     :param clip_by_global_norm: clip the norm over all parameters together
         (``torch.nn.utils.clip_grad_norm_``); ``False`` clips each parameter's gradient to
-        ``max_gradient_norm`` on its own.
+        the limit on its own.
 
-    Typical use, with ``batch_index`` counted from 0 in each epoch::
+    The :class:`~treadle.engine.TrainingLoop` drives it by items: :meth:`windows` groups the
+    batches, :meth:`weigh` weighs every batch's loss by its share of the window's items, and
+    :meth:`end_window` clips and counts at each optimizer step. A hand-written loop drives it
+    by batch position, with ``batch_index`` counted from 0 in each epoch::
 
         accumulator.set_epoch_length(len(loader))
         for batch_index, batch in enumerate(loader):
@@ -96,12 +103,21 @@ class GradientAccumulator:
         self.epoch_length: int | None = None
         self._backward_count = 0
         self._effective_step = 0
-        self._window_loss: torch.Tensor | None = None
-        self._finished_window_loss: torch.Tensor | None = None
+        # the open window's losses and item counts, and the last finished window's: kept by
+        # reference, summed only when the statistics are read (no work per batch)
+        self._window_losses: list[torch.Tensor] = []
+        self._window_counts: list[Items | None] = []
+        self._window_items: Items | None = None
+        self._finished_losses: list[torch.Tensor] = []
+        self._finished_counts: list[Items | None] = []
+        self._finished_items: Items | None = None
         self._norm_before: torch.Tensor | None = None
         self._norm_after: torch.Tensor | None = None
+        #: with global clipping the norm after is derived on reading, from this limit
+        self._clipped_to: float | None = None
         self._num_parameters = 0
-        self._counted_model: int | None = None
+        self._model: weakref.ref[torch.nn.Module] | None = None
+        self._own_clip: Callable[[float], Any] | None = None
 
     # -- the schedule ----------------------------------------------------------------------
 
@@ -161,13 +177,83 @@ class GradientAccumulator:
         epochs, within = divmod(global_step, length)
         return epochs * math.ceil(length / steps) + within // steps
 
-    # -- per-step bookkeeping --------------------------------------------------------------
+    # -- windows by items: the training loop's side ----------------------------------------
+
+    def windows(self, batches: Iterable[_Batch]) -> Iterator[list[_Batch]]:
+        """``batches`` grouped into accumulation windows, one optimizer step each: lists of
+        ``accumulation_steps`` batches, the last one shorter when the batches run out."""
+        iterator = iter(batches)
+        if self.accumulation_steps == 1:
+            for batch in iterator:
+                yield [batch]
+            return
+        while window := list(itertools.islice(iterator, self.accumulation_steps)):
+            yield window
+
+    def weigh(
+        self,
+        loss: torch.Tensor,
+        items: Items | None,
+        window_items: Items | None,
+        *,
+        divided_by_window: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weigh one micro-batch's loss for its window, so that the window's summed gradients
+        are those of one batch holding all its items; counts one backward pass.
+
+        :param loss: the micro-batch's scalar loss, attached to the graph.
+        :param items: the items that count in this micro-batch (``count_items``, else its
+            samples); ``None`` with ``window_items``.
+        :param window_items: the items of the whole window (of every rank's window, in a
+            distributed run); ``None`` when there is nothing to weigh: a window of one batch
+            on one process.
+        :param divided_by_window: the loss strategy already divided this batch's summed loss
+            by ``window_items`` (it was given them as ``num_items_in_batch``), so the loss is
+            its share as it is; otherwise it is the batch's mean, weighed here by
+            ``items / window_items``.
+        :returns: ``(loss to back-propagate, the batch's own mean loss)``; the second is
+            detached, for reports and the epoch's mean.
+        """
+        self._backward_count += 1
+        self._window_items = window_items
+        if window_items is None:
+            share, reported = loss, loss.detach()
+        elif items is None:
+            msg = "GradientAccumulator.weigh: a batch weighed against window_items needs its items"
+            raise TypeError(msg)
+        elif divided_by_window:
+            # undo the window's division for the report: this batch's own mean
+            share = loss
+            reported = loss.detach() * (window_items / items) if items else loss.detach()
+        else:
+            share, reported = loss * (items / window_items), loss.detach()
+        self._window_losses.append(reported)
+        self._window_counts.append(items)
+        return share, reported
+
+    def end_window(
+        self, model: torch.nn.Module | Iterable[torch.Tensor], max_norm: float | None
+    ) -> torch.Tensor | None:
+        """Close the window at its optimizer step: count the step and clip the accumulated
+        gradients to ``max_norm``, by global norm or per parameter as this accumulator was
+        made. ``max_norm=None`` leaves the gradients alone and measures nothing.
+
+        :returns: the total L2 norm before clipping, a 0-d tensor on the gradients' device
+            (no device sync), or ``None`` when nothing was clipped.
+        """
+        self._finish_window()
+        if max_norm is None:
+            return None
+        return self._clip(model, max_norm)
+
+    # -- windows by position: a hand-written loop's side -----------------------------------
 
     def record_loss(self, loss: torch.Tensor) -> None:
-        """Count one backward pass and add its (scaled) loss to the window's sum, on device."""
-        detached = loss.detach()
-        self._window_loss = detached if self._window_loss is None else self._window_loss + detached
+        """Count one backward pass and keep its (scaled) loss for the window's sum."""
         self._backward_count += 1
+        self._window_items = None
+        self._window_losses.append(loss.detach())
+        self._window_counts.append(None)
 
     def clip_gradients(self, model: torch.nn.Module | Iterable[torch.Tensor]) -> torch.Tensor:
         """Clip the accumulated gradients before ``optimizer.step()``; counts one optimizer step.
@@ -178,46 +264,100 @@ class GradientAccumulator:
         :returns: the total L2 norm before clipping, a 0-d tensor on the gradients' device
             (no device sync); :meth:`get_statistics` holds it and the norm after.
         """
-        parameters = _parameters(model)
-        gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
-        if self._counted_model != id(model):
-            self._counted_model = id(model)
-            self._num_parameters = sum(p.numel() for p in parameters if p.requires_grad)
+        self._finish_window()
+        return self._clip(model, self.max_gradient_norm)
+
+    # -- shared by both sides ----------------------------------------------------------------
+
+    def _finish_window(self) -> None:
         self._effective_step += 1
-        self._finished_window_loss, self._window_loss = self._window_loss, None
-        max_norm = self.max_gradient_norm
-        norm: torch.Tensor
-        if not gradients:
-            zero = torch.zeros(())
-            self._norm_before = self._norm_after = zero
-            return zero
-        if max_norm is None:
-            norm = torch.linalg.vector_norm(gradient_norms(gradients))
-            self._norm_before = self._norm_after = norm
-        elif self.clip_by_global_norm:
-            own_clip = getattr(model, "clip_grad_norm_", None)
-            if own_clip is not None:
-                norm = torch.as_tensor(own_clip(max_norm))
-            else:
-                norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=True)
-            self._norm_before = norm
-            self._norm_after = norm * torch.clamp(max_norm / (norm + _CLIP_EPSILON), max=1.0)
+        # swap, not copy: the finished window's lists are reused for the next open one
+        self._finished_losses, self._window_losses = self._window_losses, self._finished_losses
+        self._finished_counts, self._window_counts = self._window_counts, self._finished_counts
+        self._finished_items = self._window_items
+        self._window_losses.clear()
+        self._window_counts.clear()
+
+    def _clip(
+        self, model: torch.nn.Module | Iterable[torch.Tensor], max_norm: float | None
+    ) -> torch.Tensor:
+        """Clip to ``max_norm`` (``None``: measure only); the total norm before."""
+        parameters: list[torch.Tensor]
+        if isinstance(model, torch.nn.Module):
+            if self._model is None or self._model() is not model:
+                self._remember(model)
+            if max_norm is not None and self.clip_by_global_norm:
+                own_clip = self._own_clip
+                if own_clip is not None:
+                    return self._clipped_globally(torch.as_tensor(own_clip(max_norm)), max_norm)
+                return self._clipped_globally(
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, foreach=True),
+                    max_norm,
+                )
+            parameters = list(model.parameters())
         else:
-            norm, self._norm_after = _clip_each(gradients, max_norm)
-            self._norm_before = norm
+            parameters = list(model)
+            self._num_parameters = sum(p.numel() for p in parameters if p.requires_grad)
+        gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
+        self._clipped_to = None
+        if not gradients:
+            self._norm_before = self._norm_after = torch.zeros(())
+        elif max_norm is None:
+            self._norm_before = self._norm_after = torch.linalg.vector_norm(
+                gradient_norms(gradients)
+            )
+        elif self.clip_by_global_norm:
+            return self._clipped_globally(
+                torch.nn.utils.clip_grad_norm_(parameters, max_norm, foreach=True), max_norm
+            )
+        else:
+            self._norm_before, self._norm_after = _clip_each(gradients, max_norm)
+        return self._norm_before
+
+    def _clipped_globally(self, norm: torch.Tensor, max_norm: float) -> torch.Tensor:
+        # the norm after is derived when read: computing it here costs ~15 us a step
+        self._norm_before, self._norm_after, self._clipped_to = norm, None, max_norm
         return norm
+
+    def _remember(self, model: torch.nn.Module) -> None:
+        """What is looked up once per model, not at every step."""
+        self._model = weakref.ref(model)
+        self._num_parameters = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # FSDP (1) clips its shards itself; looked up once: a missing attribute on a Module
+        # goes through its __getattr__, which costs a microsecond
+        self._own_clip = getattr(model, "clip_grad_norm_", None)
 
     # -- reading back ----------------------------------------------------------------------
 
     def get_stats(self) -> AccumulationStats:
-        """The :class:`AccumulationStats` after the latest optimizer step (syncs the device)."""
+        """The :class:`AccumulationStats` after the latest optimizer step (syncs the device).
+
+        ``accumulated_loss`` is the sum of the latest finished window's losses as they were
+        back-propagated: weighed by :meth:`weigh`, that is the window's mean loss.
+        """
+        norm_before = _as_float(self._norm_before)
+        if self._clipped_to is not None:
+            limit = self._clipped_to
+            norm_after = norm_before * min(1.0, limit / (norm_before + _CLIP_EPSILON))
+        else:
+            norm_after = _as_float(self._norm_after)
         return AccumulationStats(
             global_step=self._backward_count,
             effective_step=self._effective_step,
-            accumulated_loss=_as_float(self._finished_window_loss),
-            norm_before_clip=_as_float(self._norm_before),
-            norm_after_clip=_as_float(self._norm_after),
+            accumulated_loss=self._finished_loss(),
+            norm_before_clip=norm_before,
+            norm_after_clip=norm_after,
             num_parameters=self._num_parameters,
+        )
+
+    def _finished_loss(self) -> float:
+        losses = [float(loss.item()) for loss in self._finished_losses]
+        total = self._finished_items
+        if total is None:
+            return math.fsum(losses)
+        counts = [float(count) for count in self._finished_counts]  # type: ignore[arg-type]
+        return math.fsum(loss * count for loss, count in zip(losses, counts, strict=True)) / float(
+            total
         )
 
     def get_statistics(self) -> dict[str, Any]:

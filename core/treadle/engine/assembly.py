@@ -1,5 +1,6 @@
 """The engine parts a run builds from its config: gradient accumulator and monitor, checkpoint
-manager, metrics engine and loggers, behind the few calls the Trainer makes of them."""
+manager, metrics engine and loggers, and the objects bound to the run's own hooks, behind the
+few calls the Trainer makes of them."""
 
 from __future__ import annotations
 
@@ -11,48 +12,45 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+    from treadle.engine.binding import RunPlugin
     from treadle.engine.distributed import DistributedContext
     from treadle.engine.loops import EpochResult
     from treadle.engine.trainer import Trainer
     from treadle.protocols import MetricLogger
 
-__all__ = ["EngineParts", "logger_names"]
+__all__ = ["EngineParts"]
 
 logger = logging.getLogger(__name__)
-
-
-def logger_names(trainer: Trainer) -> list[str]:
-    """The loggers a run writes to: ``training_config.loggers``, plus ``experiment`` when an
-    experiment store is configured and a plugin registers that logger, plus ``wandb`` when a
-    W&B project is set and a plugin registers it."""
-    config = trainer.training_config
-    registry = trainer.plugin_manager.registry("loggers")
-    names = list(config.loggers)
-    if config.experiment_location and "experiment" in registry and "experiment" not in names:
-        names.append("experiment")
-    if config.wandb_project and "wandb" in registry and "wandb" not in names:
-        names.append("wandb")
-    return names
 
 
 class EngineParts:
     """Builds and holds a run's accumulator, monitor, checkpoint manager, metrics engine and
     loggers; the Trainer talks to them only through this object's methods.
 
+    The run writes to the loggers ``training_config.loggers`` names, and to those the
+    plugins' ``treadle_configure_run`` implementations add (the tracking plugin adds
+    ``experiment`` when an experiment store is configured, say). :attr:`run_plugins` are the
+    objects bound to this run's lifecycle hooks: every logger, and what plugins bound.
+
     In a distributed run (``distributed`` given) only rank 0 has loggers and writes
     checkpoints; the other ranks open the checkpoint folder after rank 0 did, to read from it
-    when resuming. Saving and loading are then collectives: every rank calls them.
+    when resuming. Saving and loading are then collectives: every rank calls them. Objects the
+    plugins bind are bound on every rank.
     """
 
     def __init__(
         self, trainer: Trainer, run_dir: Path, *, distributed: DistributedContext | None = None
     ) -> None:
         from treadle.engine.accumulation import GradientAccumulator
+        from treadle.engine.binding import RunPlugin, configure_run
         from treadle.engine.checkpoints import CheckpointManager
         from treadle.engine.gradient_monitor import GradientMonitor
         from treadle.engine.metrics import AlertConfig, MetricsEngine, build_loggers
 
         config = trainer.training_config
+        configured = configure_run(trainer.plugin_manager, config)
+        logger_names = list(config.loggers)
+        logger_names += [name for name in configured.logger_names if name not in logger_names]
         self.distributed = distributed
         self.is_main = distributed is None or distributed.is_main
         self.accumulator = GradientAccumulator(
@@ -85,7 +83,7 @@ class EngineParts:
         self._closed = False
         self.loggers: list[MetricLogger] = (
             build_loggers(
-                logger_names(trainer),
+                logger_names,
                 training_config=config,
                 run_dir=run_dir,
                 plugin_manager=trainer.plugin_manager,
@@ -93,6 +91,14 @@ class EngineParts:
             if self.is_main
             else []
         )
+        self.run_plugins: list[RunPlugin] = [
+            RunPlugin(
+                f"logger:{position}:{name}", sink, f"logger {name!r} ({type(sink).__qualname__})"
+            )
+            # no loggers off rank 0
+            for position, (name, sink) in enumerate(zip(logger_names, self.loggers, strict=False))
+        ]
+        self.run_plugins += configured.bound
         self.metrics_engine = MetricsEngine(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             alert_config=AlertConfig(gradient_norm_threshold=config.gradient_norm_critical),

@@ -7,20 +7,27 @@ one :class:`LifecycleDispatch` at the start of a run, and on the per-batch path 
     if dispatch.on_batch_end is not None:
         dispatch.on_batch_end(trainer=view, batch_index=index, loss=loss, control=control)
 
-The spec's duck-typed ``hooks=`` object (``on_training_start()``, ``on_batch_end(batch_idx,
-loss)``, ...) is adapted in here, for this one run, after the plugins' implementations. An
-exception escaping an implementation keeps its type and gains a note naming the hook, the plugin
-and its distribution.
+The run's own plugins (its loggers, the spec's duck-typed ``hooks=`` object, what
+``treadle_configure_run`` bound: see :mod:`treadle.engine.binding`) are bound here for this one
+run, beside the entry-point plugins. An exception escaping an implementation keeps its type and
+gains a note naming the hook and the implementation (plugin and distribution, or run plugin).
 """
 
 from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+
+from treadle.engine.binding import (
+    RunPlugin,
+    describe_implementation,
+    hooks_object_plugin,
+    run_manager,
+)
 
 if TYPE_CHECKING:
     import pluggy
@@ -35,7 +42,8 @@ __all__ = [
     "describe_implementation",
 ]
 
-#: Lifecycle hooks in the order a run first reaches them.
+#: Lifecycle hooks in the order a run first reaches them: the order :mod:`treadle.hookspecs`
+#: numbers (a test holds the two, and a recorded run, together).
 LIFECYCLE_HOOKS: tuple[str, ...] = (
     "treadle_on_load_checkpoint",
     "treadle_on_training_start",
@@ -43,34 +51,18 @@ LIFECYCLE_HOOKS: tuple[str, ...] = (
     "treadle_on_batch_start",
     "treadle_on_before_backward",
     "treadle_on_after_backward",
-    "treadle_on_before_optimizer_step",
     "treadle_on_batch_end",
+    "treadle_on_before_optimizer_step",
     "treadle_on_validation_start",
     "treadle_on_validation_end",
     "treadle_on_epoch_end",
     "treadle_on_save_checkpoint",
-    "treadle_on_exception",
     "treadle_on_training_end",
+    "treadle_on_exception",
 )
 
 #: A bound lifecycle hook: called with the hook's arguments as keywords.
 HookCall = Callable[..., Any]
-
-
-def _float_loss(kwargs: Mapping[str, Any]) -> float:
-    return float(kwargs["loss"].item())
-
-
-# hooks= object method -> (lifecycle hook, positional arguments built from the hook's keywords).
-# The spec fixes these methods' names and argument order; its on_batch_end wants a float.
-_HOOKS_OBJECT_METHODS: dict[str, tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]]] = {
-    "treadle_on_training_start": ("on_training_start", lambda kw: ()),
-    "treadle_on_epoch_start": ("on_epoch_start", lambda kw: (kw["epoch"],)),
-    "treadle_on_batch_end": ("on_batch_end", lambda kw: (kw["batch_index"], _float_loss(kw))),
-    "treadle_on_validation_end": ("on_validation_end", lambda kw: (dict(kw["metrics"]),)),
-    "treadle_on_epoch_end": ("on_epoch_end", lambda kw: (kw["epoch"], dict(kw["metrics"]))),
-    "treadle_on_training_end": ("on_training_end", lambda kw: ()),
-}
 
 
 @attrs.frozen
@@ -78,7 +70,8 @@ class HookTiming:
     """Time one hook implementation took over a run (``treadle train --profile-hooks``).
 
     :ivar hook: the hook's name.
-    :ivar implementation: ``plugin 'name' (distribution version)`` or ``hooks object Class``.
+    :ivar implementation: ``plugin 'name' (distribution version)``, or a run plugin's
+        description (``hooks object Class``, ``logger 'experiment' (ExperimentLogger)``).
     :ivar calls: how often it was called.
     :ivar total_seconds: wall time spent inside it.
     """
@@ -91,14 +84,6 @@ class HookTiming:
     @property
     def mean_microseconds(self) -> float:
         return 1e6 * self.total_seconds / self.calls if self.calls else 0.0
-
-
-def describe_implementation(plugin_manager: PluginManager, plugin_name: str) -> str:
-    """``plugin 'acme' (acme-treadle 1.2.0)``, for notes and reports."""
-    provenance = plugin_manager.provenance(plugin_name)
-    if provenance.distribution is None:
-        return f"plugin {plugin_name!r}"
-    return f"plugin {plugin_name!r} ({provenance.distribution} {provenance.version})"
 
 
 def _code_of(function: object) -> object:
@@ -126,36 +111,51 @@ def _has_note(error: BaseException, hook_name: str) -> bool:
 
 class LifecycleDispatch:
     """Every lifecycle hook of one run, bound once: each attribute is a callable taking the
-    hook's arguments as keywords, or ``None`` when neither a plugin nor the ``hooks=`` object
-    listens (so the caller skips the call and builds no arguments).
+    hook's arguments as keywords, or ``None`` when nothing listens (so the caller skips the
+    call and builds no arguments).
 
     ``on_before_backward`` returns the replacement loss or ``None``; the others return nothing.
 
-    :param plugin_manager: whose implementations to call.
-    :param hooks: the spec's duck-typed hooks object, or ``None``.
+    :param plugin_manager: whose plugins every run hears.
+    :param hooks: the spec's duck-typed hooks object, or ``None``; called after every other
+        implementation (``trylast``).
+    :param run_plugins: objects whose ``@hookimpl`` lifecycle methods hear this run only
+        (:class:`~treadle.engine.binding.RunPlugin`: the run's loggers, what plugins bound).
     :param profile: time every implementation (see :meth:`timings`); off, nothing is timed.
+    :raises PluginLoadError: a run plugin's implementation does not fit its hook.
     """
 
-    on_training_start: HookCall | None
     on_load_checkpoint: HookCall | None
+    on_training_start: HookCall | None
     on_epoch_start: HookCall | None
     on_batch_start: HookCall | None
     on_before_backward: HookCall | None
     on_after_backward: HookCall | None
-    on_before_optimizer_step: HookCall | None
     on_batch_end: HookCall | None
+    on_before_optimizer_step: HookCall | None
     on_validation_start: HookCall | None
     on_validation_end: HookCall | None
     on_epoch_end: HookCall | None
     on_save_checkpoint: HookCall | None
-    on_exception: HookCall | None
     on_training_end: HookCall | None
+    on_exception: HookCall | None
 
     def __init__(
-        self, plugin_manager: PluginManager, hooks: object | None = None, *, profile: bool = False
+        self,
+        plugin_manager: PluginManager,
+        hooks: object | None = None,
+        *,
+        run_plugins: Sequence[RunPlugin] = (),
+        profile: bool = False,
     ) -> None:
+        bound = list(run_plugins)
+        hooks_plugin = None if hooks is None else hooks_object_plugin(hooks)
+        if hooks_plugin is not None:
+            bound.append(hooks_plugin)
         self._plugin_manager = plugin_manager
-        self._hooks = hooks
+        self._descriptions = {run_plugin.name: run_plugin.description for run_plugin in bound}
+        #: the process-wide plugins, plus the run's own in a manager of the run's when it has any
+        self._run_manager = run_manager(plugin_manager, bound) if bound else plugin_manager
         self._profile = profile
         self._timings: dict[tuple[str, str], list[float]] = {}
         for hook_name in LIFECYCLE_HOOKS:
@@ -164,15 +164,9 @@ class LifecycleDispatch:
     # -- introspection -----------------------------------------------------------------------
 
     def listeners(self, hook_name: str) -> list[str]:
-        """Who a hook calls, in call order: plugin descriptions, then the hooks object."""
-        caller: pluggy.HookCaller = getattr(self._plugin_manager.hook, hook_name)
-        names = [
-            describe_implementation(self._plugin_manager, impl.plugin_name)
-            for impl in reversed(caller.get_hookimpls())
-        ]
-        if self._hooks_method(hook_name) is not None:
-            names.append(self._hooks_description())
-        return names
+        """Who a hook calls, in call order: plugin and run plugin descriptions."""
+        caller: pluggy.HookCaller = getattr(self._run_manager.hook, hook_name)
+        return [self._describe(impl.plugin_name) for impl in reversed(caller.get_hookimpls())]
 
     def timings(self) -> list[HookTiming]:
         """Time per implementation, slowest first (empty unless built with ``profile=True``)."""
@@ -184,44 +178,28 @@ class LifecycleDispatch:
 
     # -- binding -----------------------------------------------------------------------------
 
-    def _hooks_description(self) -> str:
-        return f"hooks object {type(self._hooks).__qualname__}"
-
-    def _hooks_method(self, hook_name: str) -> Callable[..., Any] | None:
-        if self._hooks is None or hook_name not in _HOOKS_OBJECT_METHODS:
-            return None
-        method = getattr(self._hooks, _HOOKS_OBJECT_METHODS[hook_name][0], None)
-        return method if callable(method) else None
+    def _describe(self, plugin_name: str) -> str:
+        description = self._descriptions.get(plugin_name)
+        if description is not None:
+            return description
+        return describe_implementation(self._plugin_manager, plugin_name)
 
     def _bind(self, hook_name: str) -> HookCall | None:
-        caller: pluggy.HookCaller = getattr(self._plugin_manager.hook, hook_name)
+        caller: pluggy.HookCaller = getattr(self._run_manager.hook, hook_name)
         impls = caller.get_hookimpls()
-        plugin_call = self._plugin_call(hook_name, caller, impls) if impls else None
-        hooks_call = self._hooks_call(hook_name)
-        returns_loss = hook_name == "treadle_on_before_backward"
-        if hooks_call is None:
-            return plugin_call
-        if plugin_call is None:
-            return hooks_call
-
-        def both(**kwargs: Any) -> Any:
-            result = plugin_call(**kwargs)
-            hooks_call(**kwargs)
-            return result if returns_loss else None
-
-        return both
+        return self._plugin_call(hook_name, caller, impls) if impls else None
 
     def _plugin_call(
         self, hook_name: str, caller: pluggy.HookCaller, impls: list[pluggy.HookImpl]
     ) -> HookCall:
-        manager = self._plugin_manager
         returns_loss = hook_name == "treadle_on_before_backward"
+        describe = self._describe
 
         def annotate(error: BaseException) -> None:
             if _has_note(error, hook_name):
                 return
             impl = _raising_implementation(error, impls)
-            where = describe_implementation(manager, impl.plugin_name) if impl else "a plugin"
+            where = describe(impl.plugin_name) if impl else "a plugin"
             error.add_note(f"in {hook_name} of {where}")
 
         if self._profile:
@@ -231,12 +209,10 @@ class LifecycleDispatch:
 
             def call_for_loss(**kwargs: Any) -> Any:
                 try:
-                    results = caller(**kwargs)
+                    return caller(**kwargs)  # firstresult: the first answer, or None
                 except Exception as error:
                     annotate(error)
                     raise
-                # pluggy lists results in call order; the spec says the last one wins
-                return results[-1] if results else None
 
             return call_for_loss
 
@@ -256,13 +232,10 @@ class LifecycleDispatch:
         impls: list[pluggy.HookImpl],
         annotate: Callable[[BaseException], None],
     ) -> HookCall:
-        manager = self._plugin_manager
         returns_loss = hook_name == "treadle_on_before_backward"
         if any(impl.wrapper or impl.hookwrapper for impl in impls):
             # a wrapper's time cannot be told apart from what it wraps: time the whole call
-            label = " + ".join(
-                describe_implementation(manager, impl.plugin_name) for impl in reversed(impls)
-            )
+            label = " + ".join(self._describe(impl.plugin_name) for impl in reversed(impls))
             slot = self._slot(hook_name, f"{label} (with wrappers)")
 
             def timed_whole(**kwargs: Any) -> Any:
@@ -275,18 +248,17 @@ class LifecycleDispatch:
                 finally:
                     slot[0] += 1
                     slot[1] += time.perf_counter() - start
-                return (results[-1] if results else None) if returns_loss else None
+                return results if returns_loss else None
 
             return timed_whole
 
         # pluggy calls the last registered first (tryfirst/trylast already sorted in)
         ordered = [
-            (impl, self._slot(hook_name, describe_implementation(manager, impl.plugin_name)))
+            (impl, self._slot(hook_name, self._describe(impl.plugin_name)))
             for impl in reversed(impls)
         ]
 
         def timed_each(**kwargs: Any) -> Any:
-            result = None
             for impl, slot in ordered:
                 start = time.perf_counter()
                 try:
@@ -297,33 +269,11 @@ class LifecycleDispatch:
                 finally:
                     slot[0] += 1
                     slot[1] += time.perf_counter() - start
-                if value is not None:
-                    result = value
-            return result if returns_loss else None
+                if returns_loss and value is not None:
+                    return value  # firstresult: the rest are not called
+            return None
 
         return timed_each
-
-    def _hooks_call(self, hook_name: str) -> HookCall | None:
-        method = self._hooks_method(hook_name)
-        if method is None:
-            return None
-        build_arguments = _HOOKS_OBJECT_METHODS[hook_name][1]
-        note = f"in {hook_name} of {self._hooks_description()}.{method.__name__}"
-        slot = self._slot(hook_name, self._hooks_description()) if self._profile else None
-
-        def call(**kwargs: Any) -> None:
-            start = time.perf_counter() if slot is not None else 0.0
-            try:
-                method(*build_arguments(kwargs))
-            except Exception as error:
-                error.add_note(note)
-                raise
-            finally:
-                if slot is not None:
-                    slot[0] += 1
-                    slot[1] += time.perf_counter() - start
-
-        return call
 
     def _slot(self, hook_name: str, implementation: str) -> list[float]:
         return self._timings.setdefault((hook_name, implementation), [0, 0.0])

@@ -9,10 +9,10 @@ hook only when something listens.
 
 from __future__ import annotations
 
-import itertools
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,14 +22,19 @@ from treadle.control import TrainerControl
 from treadle.engine.view import RunState
 
 if TYPE_CHECKING:
+    from treadle.engine.accumulation import GradientAccumulator, Items
     from treadle.engine.dispatch import LifecycleDispatch
     from treadle.engine.distributed import DistributedContext
+    from treadle.engine.gradient_monitor import GradientMonitor
     from treadle.engine.precision import Precision
     from treadle.protocols import LossStrategy, StreamingMetric, TrainerView
 
 __all__ = ["EpochProgress", "EpochResult", "TrainingLoop", "ValidationLoop"]
 
 logger = logging.getLogger(__name__)
+
+#: where no autocast applies and no gradient synchronization is held back (reusable)
+_NO_CONTEXT = contextlib.nullcontext()
 
 MetricsCallback = Callable[[float, int], None]
 Batch = Mapping[str, Any]
@@ -101,16 +106,6 @@ class EpochProgress:
         )
 
 
-def _windows(iterator: Iterator[Batch], size: int) -> Iterator[list[Batch]]:
-    """Accumulation windows of ``size`` batches; the last may be shorter."""
-    if size == 1:
-        for batch in iterator:
-            yield [batch]
-        return
-    while window := list(itertools.islice(iterator, size)):
-        yield window
-
-
 def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
     return {
         key: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
@@ -147,19 +142,20 @@ class TrainingLoop:
     """Runs training epochs: forward, loss, backward, gradient accumulation, clipping, the
     optimizer and scheduler steps.
 
-    :param gradient_accumulator: a :class:`~treadle.engine.GradientAccumulator`; its
-        ``accumulation_steps`` batches make one optimizer step, and an epoch whose batch count
-        is not a multiple of it steps on the remainder.
-    :param gradient_monitor: a :class:`~treadle.engine.GradientMonitor` (or ``None``), asked
-        every optimizer step, before clipping; a health that says ``skip_optimizer_step``
-        skips that step.
+    :param gradient_accumulator: groups the batches into windows of its
+        ``accumulation_steps`` (an epoch whose batch count is not a multiple of it steps on
+        the remainder), weighs each batch's loss for its window, clips at every optimizer
+        step and keeps the statistics (:meth:`~treadle.engine.GradientAccumulator.get_stats`).
+    :param gradient_monitor: asked every optimizer step, before clipping (``None``: no
+        checks); a health that says ``skip_optimizer_step`` skips that step.
     :param loss_strategy: the task's loss. With accumulation, a strategy that has
         ``count_items(labels, inputs)`` gets ``num_items_in_batch`` (the items of the whole
         window) so the summed micro-batch losses equal one big batch's; others have each
         micro-batch's mean loss weighted by its share of the window's samples.
-    :param gradient_clip_norm: clip gradients to this norm (``None``: no clipping); by global
-        norm, or per parameter through the accumulator's ``clip_gradients`` when it was made
-        with ``clip_by_global_norm=False``.
+    :param gradient_clip_norm: clip gradients to this norm at every optimizer step (``None``:
+        no clipping, no norm measured), by global norm or per parameter as the accumulator
+        was made (``clip_by_global_norm``). This, not the accumulator's own
+        ``max_gradient_norm``, is the limit the loop clips to.
     :param dispatch: lifecycle hooks to call (the Trainer's); ``None`` calls none.
     :param view: the trainer view handed to hooks (needed with ``dispatch``).
     :param control: the control object hooks steer with.
@@ -178,8 +174,8 @@ class TrainingLoop:
 
     def __init__(
         self,
-        gradient_accumulator: Any,
-        gradient_monitor: Any,
+        gradient_accumulator: GradientAccumulator,
+        gradient_monitor: GradientMonitor | None,
         loss_strategy: LossStrategy,
         gradient_clip_norm: float | None = 1.0,
         *,
@@ -200,7 +196,6 @@ class TrainingLoop:
         self.gradient_monitor = gradient_monitor
         self.loss_strategy = loss_strategy
         self.gradient_clip_norm = gradient_clip_norm
-        self.accumulation_steps = int(getattr(gradient_accumulator, "accumulation_steps", 1))
         self.dispatch = dispatch
         self.view = view
         self.control = control if control is not None else TrainerControl()
@@ -213,18 +208,16 @@ class TrainingLoop:
         #: DDP averages gradients over the ranks; the loss is multiplied back by this
         self._gradient_scale = 1 if distributed is None else distributed.world_size
         count_items = getattr(loss_strategy, "count_items", None)
-        self._count_items: Callable[[torch.Tensor, Any], Any] | None = (
+        self._count_items: Callable[[torch.Tensor, Any], Items] | None = (
             count_items if callable(count_items) else None
+        )
+        #: windows are weighed by their items when batches accumulate or ranks sum gradients;
+        #: a one-batch window on one process back-propagates its loss as it is
+        self._weighs_windows = (
+            gradient_accumulator.accumulation_steps > 1 or distributed is not None
         )
         self._checked_inputs = False
         self.last_gradient_norm: torch.Tensor | None = None
-        # Global-norm clipping calls clip_grad_norm_ directly: the accumulator's version also
-        # computes the norm after clipping for its statistics, ~15 us a step on a small model.
-        # Per-parameter clipping exists only there.
-        self._clip_with_accumulator = (
-            not getattr(gradient_accumulator, "clip_by_global_norm", True)
-            and gradient_clip_norm is not None
-        )
 
     def run_epoch(
         self,
@@ -259,7 +252,7 @@ class TrainingLoop:
         model.train()
         completed = True
         last_loss: torch.Tensor | None = None
-        for window in _windows(iter(train_loader), self.accumulation_steps):
+        for window in self.gradient_accumulator.windows(train_loader):
             last_loss = self._run_window(window, model, device, progress)
             self._optimizer_step(model, optimizer, scheduler)
             state.global_step += 1
@@ -302,16 +295,18 @@ class TrainingLoop:
         progress: EpochProgress,
     ) -> torch.Tensor:
         """Forward and backward every micro-batch of one accumulation window; returns the
-        last batch's (undivided) loss, detached."""
+        last batch's own loss, detached."""
         dispatch = self.dispatch
         view = self.view
         control = self.control
         state = self.state
         on_cpu = device.type == "cpu"
         distributed = self.distributed
-        window_items: Any = None
-        item_counts: list[Any] | None = None
-        if distributed is not None or len(window) > 1 or self.accumulation_steps > 1:
+        weigh = self.gradient_accumulator.weigh
+        divided_by_window = self._count_items is not None
+        item_counts: list[Items] | None = None
+        window_items: Items | None = None
+        if self._weighs_windows:
             item_counts = [self._items_of(batch) for batch in window]
             window_items = sum(item_counts)
             if distributed is not None:
@@ -331,20 +326,17 @@ class TrainingLoop:
                     trainer=view, batch_index=batch_index, batch=batch, control=control
                 )
             with (
-                _NO_SYNC
+                _NO_CONTEXT
                 if distributed is None
                 else distributed.micro_batch(position == last_position)
             ):
                 loss = self._forward_loss(model, batch, window_items)
-                if item_counts is None:
-                    reported = loss
-                elif self._count_items is not None:
-                    # the loss is this batch's sum over the window's items: undo that for reports
-                    items = item_counts[position]
-                    reported = loss * (window_items / items) if items else loss
-                else:
-                    reported = loss
-                    loss = loss * (item_counts[position] / window_items)
+                loss, reported = weigh(
+                    loss,
+                    None if item_counts is None else item_counts[position],
+                    window_items,
+                    divided_by_window=divided_by_window,
+                )
                 if dispatch is not None and dispatch.on_before_backward is not None:
                     replacement = dispatch.on_before_backward(
                         trainer=view, batch_index=batch_index, loss=loss, control=control
@@ -359,7 +351,6 @@ class TrainingLoop:
                     loss.backward()  # type: ignore[no-untyped-call]
             if dispatch is not None and dispatch.on_after_backward is not None:
                 dispatch.on_after_backward(trainer=view, batch_index=batch_index, control=control)
-            reported = reported.detach()
             progress.loss_sum += reported
             progress.batches = batch_index + 1
             progress.samples += int(batch["labels"].shape[0])
@@ -378,14 +369,14 @@ class TrainingLoop:
             loss_inputs["attention_mask"] = batch["attention_mask"]
         return loss_inputs
 
-    def _items_of(self, batch: Batch) -> Any:
+    def _items_of(self, batch: Batch) -> Items:
         labels = batch["labels"]
         if self._count_items is not None:
             return self._count_items(labels, self._loss_inputs(batch))
         return int(labels.shape[0])
 
     def _forward_loss(
-        self, model: torch.nn.Module, batch: Batch, window_items: Any
+        self, model: torch.nn.Module, batch: Batch, window_items: Items | None
     ) -> torch.Tensor:
         model_inputs = dict(batch)
         labels = model_inputs.pop("labels")
@@ -393,7 +384,7 @@ class TrainingLoop:
         if window_items is not None and self._count_items is not None:
             loss_inputs["num_items_in_batch"] = window_items
         precision = self.precision
-        with precision.autocast() if precision is not None else _NO_AUTOCAST:
+        with precision.autocast() if precision is not None else _NO_CONTEXT:
             raw = model(**model_inputs)
             logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
             if not self._checked_inputs:
@@ -423,12 +414,9 @@ class TrainingLoop:
             if health is not None and self.distributed is not None:
                 # sharded gradients give each rank its own figures: skip together
                 skip_step = self.distributed.any_true(skip_step)
-        if self._clip_with_accumulator:
-            self.last_gradient_norm = self.gradient_accumulator.clip_gradients(model)
-        elif self.gradient_clip_norm is not None:
-            self.last_gradient_norm = torch.nn.utils.clip_grad_norm_(
-                model.parameters(), self.gradient_clip_norm, foreach=True
-            )
+        self.last_gradient_norm = self.gradient_accumulator.end_window(
+            model, self.gradient_clip_norm
+        )
         dispatch = self.dispatch
         if dispatch is not None and dispatch.on_before_optimizer_step is not None:
             dispatch.on_before_optimizer_step(
@@ -448,19 +436,6 @@ class TrainingLoop:
             if scheduler is not None:
                 scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-
-
-class _NoAutocast:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_AUTOCAST = _NoAutocast()
-#: the same do-nothing context, where no gradient synchronization is to be held back
-_NO_SYNC = _NO_AUTOCAST
 
 
 class ValidationLoop:
@@ -540,7 +515,7 @@ class ValidationLoop:
                     loss_inputs: dict[str, Any] = dict(self._base_inputs)
                     if "attention_mask" in batch:
                         loss_inputs["attention_mask"] = batch["attention_mask"]
-                    with self.precision.autocast() if self.precision else _NO_AUTOCAST:
+                    with self.precision.autocast() if self.precision else _NO_CONTEXT:
                         raw = model(**model_inputs)
                         logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
                         loss_inputs["logits"] = logits

@@ -84,26 +84,35 @@ def build_loggers(
     ]
 
 
-def _wandb_logger(
+def _switched_on(**switches: bool) -> list[str]:
+    """The loggers named by the API reference's ``use_<logger>=True`` switches, in order:
+    ``_switched_on(use_wandb=True)`` is ``["wandb"]``. The core knows the switch, not the
+    plugin: whichever plugin registers the logger of that name serves it."""
+    return [switch.removeprefix("use_") for switch, on in switches.items() if on]
+
+
+def _build_switched_on(
+    names: Sequence[str],
     training_config: TrainingConfig | None,
     run_dir: Path | None,
     plugin_manager: PluginManager | None,
-) -> MetricLogger:
+) -> list[MetricLogger]:
     try:
-        (wandb_logger,) = build_loggers(
-            ["wandb"],
-            training_config=training_config,
-            run_dir=run_dir,
-            plugin_manager=plugin_manager,
+        return build_loggers(
+            names, training_config=training_config, run_dir=run_dir, plugin_manager=plugin_manager
         )
     except UnknownNameError as err:
+        from treadle.plugins import get_registry
+
+        registered = get_registry("loggers", plugin_manager)
+        missing = next(name for name in names if name not in registered)
         msg = (
-            "use_wandb=True needs the 'wandb' logger, which no enabled plugin registers: "
-            'pip install "treadle[wandb]" (and check TREADLE_DISABLE_PLUGINS / '
-            "plugins.disable do not switch it off)."
+            f"use_{missing}=True needs the {missing!r} logger, which no enabled plugin "
+            f'registers: pip install "treadle[{missing}]" for treadle\'s own, or the plugin '
+            f"that provides it (and check TREADLE_DISABLE_PLUGINS / plugins.disable do not "
+            f"switch it off)."
         )
         raise PluginLoadError(msg) from err
-    return wandb_logger
 
 
 def confidence_metrics(
@@ -137,17 +146,18 @@ def _strip(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
 class MetricsEngine:
     """Tracks a run's metrics epoch by epoch, raises alerts, detects drift, feeds loggers.
 
-    :param use_wandb: also log to the ``wandb`` logger registered by a plugin (the optional
-        ``treadle[wandb]`` extra); an error with the install command when none is registered.
+    :param use_wandb: also log to the logger registered as ``wandb`` (by the W&B plugin, the
+        optional ``treadle[wandb]`` extra); an error with the install command when no enabled
+        plugin registers it.
     :param gradient_accumulation_steps: :meth:`log_scalar` steps count batches; loggers get
         optimizer steps, ``step // gradient_accumulation_steps``.
     :param drift_threshold_warning: per-feature JS divergence at which drift is a warning.
     :param drift_threshold_critical: per-feature JS divergence at which drift is critical.
     :param alert_config: alert thresholds (default: ``AlertConfig()``).
     :param loggers: metric sinks to forward to; :meth:`close` closes them.
-    :param training_config: given to the ``wandb`` logger's constructor.
-    :param run_dir: given to the ``wandb`` logger's constructor.
-    :param plugin_manager: where ``wandb`` is looked up (default: the global manager).
+    :param training_config: given to the constructor of a logger ``use_wandb`` switches on.
+    :param run_dir: likewise.
+    :param plugin_manager: where that logger is looked up (default: the global manager).
     """
 
     def __init__(
@@ -178,8 +188,11 @@ class MetricsEngine:
         self.drift_threshold_critical = drift_threshold_critical
         self.alert_config = alert_config if alert_config is not None else AlertConfig()
         self.loggers: list[MetricLogger] = list(loggers or ())
-        if use_wandb:
-            self.loggers.append(_wandb_logger(training_config, run_dir, plugin_manager))
+        switched_on = _switched_on(use_wandb=use_wandb)
+        if switched_on:
+            self.loggers += _build_switched_on(
+                switched_on, training_config, run_dir, plugin_manager
+            )
         self._history: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
         self._alert_history: list[dict[str, Any]] = []

@@ -161,6 +161,7 @@ def build_trainer_state(
         "config": run.config.to_dict(),
         "task": run.trainer.task_spec.to_dict(),
         "accumulation_steps": run.accumulation_steps,
+        "accumulator": run.parts.accumulator.state_dict(),
         "batch_size": run.config.batch_size,
     }
 
@@ -183,6 +184,8 @@ def apply_resume(run: _Run, loaded: Any) -> None:
     _warn_about_differences(run, state)
     epoch = int(state["epoch"])
     run.state.global_step = int(state["global_step"])
+    if "accumulator" in state:  # checkpoints written before it was kept lack it
+        run.parts.accumulator.load_state_dict(state["accumulator"])
     run.early_stopping.load_state_dict(state["early_stopping"])
     run.history = [dict(row) for row in state["history"]]
     complete = bool(state["epoch_complete"])

@@ -22,7 +22,8 @@ class MetricsTracker:
     """Records epoch metrics and returns them as a table; kept for code written against the
     older API. New code uses :class:`~treadle.engine.metrics.MetricsEngine`, which this wraps.
 
-    :param use_wandb: also log to the registered ``wandb`` logger.
+    :param use_wandb: also log to the logger registered as ``wandb`` (see
+        :class:`~treadle.engine.metrics.MetricsEngine`).
     :param loggers: other metric sinks to forward every epoch to.
     """
 

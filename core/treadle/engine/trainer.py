@@ -40,7 +40,9 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from treadle.config import TrainingConfig
+    from treadle.engine.accumulation import GradientAccumulator
     from treadle.engine.distributed import DistributedContext
+    from treadle.engine.gradient_monitor import GradientMonitor
     from treadle.plugins import PluginManager
     from treadle.task import TaskSpec
 
@@ -89,6 +91,11 @@ class Trainer:
         honouring ``training_config.plugins.disable``.
     :param profile_hooks: time every hook implementation (``results["hook_profile"]``).
     :raises UnknownNameError: the task names a loss or metric nobody registered.
+
+    :ivar gradient_accumulator: the :class:`~treadle.engine.GradientAccumulator` of the latest
+        :meth:`train` call (``None`` before the first): its ``get_stats()`` are that run's.
+    :ivar gradient_monitor: the :class:`~treadle.engine.GradientMonitor` of the latest run.
+    :ivar dispatch: the lifecycle hooks the latest run bound.
     """
 
     def __init__(
@@ -123,6 +130,8 @@ class Trainer:
         self.control = TrainerControl()
         self.state = RunState()
         self.dispatch: LifecycleDispatch | None = None
+        self.gradient_accumulator: GradientAccumulator | None = None
+        self.gradient_monitor: GradientMonitor | None = None
 
     # -- data --------------------------------------------------------------------------------
 
@@ -291,11 +300,20 @@ class _Run:
             run_dir=self.run_dir,
             state=self.state,
         )
-        self.dispatch = LifecycleDispatch(
-            trainer.plugin_manager, trainer.hooks, profile=trainer.profile_hooks
-        )
-        trainer.dispatch = self.dispatch
         self.parts = EngineParts(trainer, self.run_dir, distributed=distributed)
+        try:
+            self.dispatch = LifecycleDispatch(
+                trainer.plugin_manager,
+                trainer.hooks,
+                run_plugins=self.parts.run_plugins,
+                profile=trainer.profile_hooks,
+            )
+        except BaseException:
+            self.parts.close()  # the loggers are open already
+            raise
+        trainer.dispatch = self.dispatch
+        trainer.gradient_accumulator = self.parts.accumulator
+        trainer.gradient_monitor = self.parts.monitor
         self.training_loop = TrainingLoop(
             self.parts.accumulator,
             self.parts.monitor,
