@@ -12,16 +12,19 @@ from pathlib import Path
 import pytest
 
 import treadle_collators.plugin
+import treadle_datasets.plugin
 from treadle.data import DataError, UniversalDataModule
-from treadle.data.hub import check_hub_reachable
 from treadle.plugins import PluginManager
 from treadle.task import TaskSpec
 from treadle.testing import isolated_plugin_manager
+from treadle_datasets.hub import check_hub_reachable
 
 
 @pytest.fixture
 def manager() -> PluginManager:
-    return isolated_plugin_manager(("collators", treadle_collators.plugin))
+    return isolated_plugin_manager(
+        ("collators", treadle_collators.plugin), ("datasets", treadle_datasets.plugin)
+    )
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from treadle.data.files import Record
+from treadle.data import Record
 from treadle.errors import DataError
 
 __all__ = ["HUB_PROBE_SECONDS", "check_hub_reachable", "hub_records", "is_offline"]
