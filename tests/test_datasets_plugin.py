@@ -31,6 +31,7 @@ from treadle.task import TaskSpec
 from treadle.testing import isolated_plugin_manager
 
 from .conftest import FakeDist
+from .docs_examples import docs_examples
 
 #: A third party's plugin module, as it would ship in its own distribution.
 POEMS = """
@@ -222,3 +223,39 @@ def test_registering_data_sets_imports_neither_torch_nor_the_datas_libraries() -
     names, imported = json.loads(done.stdout)
     assert names == ["digits", "huggingface", "pydoc_topics"]
     assert imported == []
+
+
+@pytest.mark.slow  # scikit-learn, and a subprocess that trains
+def test_the_docs_third_party_data_set_is_listed_loaded_and_trained_by_treadle_train(
+    fake_plugin_dist: FakeDist,
+) -> None:
+    pytest.importorskip("sklearn")
+    (source,) = docs_examples("data.md", "tests/test_datasets_plugin.py")
+    site = fake_plugin_dist("acme-iris", "0.1.0", {"acme_iris": "acme_iris"}, {"acme_iris": source})
+    manager = make_plugin_manager()
+    assert dataset_info("iris", manager).provider == "acme_iris: acme-iris 0.1.0"
+    train, val = load_named_dataset("iris", plugin_manager=manager)
+    assert (len(train), len(val)) == (135, 15)
+
+    overrides = {
+        "dataset": "iris",
+        "task": "classification",
+        "model_type": "mlp_classifier",
+        "d_model": 32,
+        "batch_size": 16,
+        "learning_rate": 0.01,
+        "loggers": [],
+        "experiment_location": None,
+        "checkpoint_dir": str(site.parent / "runs"),
+        "max_train_samples": None,
+        "max_val_samples": None,
+    }
+    command = [sys.executable, "-m", "treadle", "train", "--epochs", "10", "--json"]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["final_metrics"]["val_accuracy"] > 0.8

@@ -24,20 +24,28 @@ if TYPE_CHECKING:
     )
     from treadle.data.encode import datasets_from_records
     from treadle.data.files import Record, read_records
-    from treadle.data.loaders import DataLoaderConfig, DataLoaderFactory, seed_worker
+    from treadle.data.loaders import (
+        DataLoaderConfig,
+        DataLoaderFactory,
+        seed_worker,
+        yields_batches,
+    )
     from treadle.data.module import UniversalDataModule
     from treadle.data.samplers import DistributedResumableSampler, ResumableSampler
     from treadle.data.samples import (
+        TUPLE_SAMPLE_FIELDS,
         ImageDataset,
         SampleList,
         SizedDataset,
         TokenBlocks,
+        sample_fields,
         split_indices,
     )
     from treadle.data.tokenizer import ByteTokenizer, text_encoder
     from treadle.protocols import NamedDataset
 
 __all__ = [
+    "TUPLE_SAMPLE_FIELDS",
     "ByteTokenizer",
     "DataError",
     "DataLoaderConfig",
@@ -58,9 +66,11 @@ __all__ = [
     "list_datasets",
     "load_named_dataset",
     "read_records",
+    "sample_fields",
     "seed_worker",
     "split_indices",
     "text_encoder",
+    "yields_batches",
 ]
 
 _LAZY: dict[str, str] = {
@@ -78,6 +88,7 @@ _LAZY: dict[str, str] = {
     "DataLoaderConfig": "treadle.data.loaders",
     "DataLoaderFactory": "treadle.data.loaders",
     "seed_worker": "treadle.data.loaders",
+    "yields_batches": "treadle.data.loaders",
     "UniversalDataModule": "treadle.data.module",
     "ResumableSampler": "treadle.data.samplers",
     "DistributedResumableSampler": "treadle.data.samplers",
@@ -86,6 +97,8 @@ _LAZY: dict[str, str] = {
     "SizedDataset": "treadle.data.samples",
     "TokenBlocks": "treadle.data.samples",
     "split_indices": "treadle.data.samples",
+    "sample_fields": "treadle.data.samples",
+    "TUPLE_SAMPLE_FIELDS": "treadle.data.samples",
 }
 
 
