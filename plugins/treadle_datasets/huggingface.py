@@ -92,6 +92,7 @@ class HuggingFace:
             text_column=text_column,
             label_column=label_column,
             validation_records=val,
+            source=dataset_name,
         )
 
     def __repr__(self) -> str:

@@ -55,6 +55,7 @@ class PydocTopics:
             tokenizer=tokenizer,
             validation_split=validation_split,
             seed=seed,
+            source="pydoc_topics",
         )
 
     def __repr__(self) -> str:

@@ -179,7 +179,7 @@ def build_dataset(
     if kind == "language_modeling":
         block_size = task_spec.max_seq_len or DEFAULT_BLOCK_SIZE
         return token_blocks(
-            (encoder(_text(record, columns.inputs)) for record in records), block_size
+            (_token_ids(record, columns.inputs, encoder) for record in records), block_size
         )
     target = columns.target
     if target is None:
@@ -212,6 +212,7 @@ def datasets_from_records(
     text_column: str | None = None,
     label_column: str | None = None,
     validation_records: Sequence[Record] | None = None,
+    source: str | None = None,
 ) -> tuple[SizedDataset[Any], SizedDataset[Any] | None]:
     """The training and validation datasets of ``task_spec``'s samples from ``records``: what
     data files, Hugging Face rows and record-based named data sets go through.
@@ -227,21 +228,30 @@ def datasets_from_records(
     :param label_column: the label (sequence to sequence: target) column; default the task's.
     :param validation_records: a validation side of its own (a data set's validation split):
         then every one of ``records`` trains and ``validation_split`` is not used.
+    :param source: what the records were read from (a file, a data set's name), named by the
+        errors that concern all of them (too few to split, too few tokens).
     :returns: ``(train, val)``; ``val`` is ``None`` when there is no validation side.
     :raises DataError: a missing column or a bad value, naming the record's location.
     """
-    columns = resolve_columns(task_spec, records, text_column, label_column)
-    encoder = text_encoder(tokenizer if tokenizer is not None else ByteTokenizer())
-    check_records(records, columns)  # before splitting: the first bad line is named
-    if validation_records is not None:
-        check_records(validation_records, columns)
-        train = build_dataset(records, task_spec, encoder, columns)
-        return train, build_dataset(validation_records, task_spec, encoder, columns)
-    train_index, val_index = split_indices(len(records), validation_split, seed)
-    train = build_dataset([records[i] for i in train_index], task_spec, encoder, columns)
-    if not val_index:
-        return train, None
-    return train, build_dataset([records[i] for i in val_index], task_spec, encoder, columns)
+    try:
+        columns = resolve_columns(task_spec, records, text_column, label_column)
+        encoder = text_encoder(tokenizer if tokenizer is not None else ByteTokenizer())
+        check_records(records, columns)  # before splitting: the first bad line is named
+        if validation_records is not None:
+            check_records(validation_records, columns)
+            train = build_dataset(records, task_spec, encoder, columns)
+            return train, build_dataset(validation_records, task_spec, encoder, columns)
+        train_index, val_index = split_indices(len(records), validation_split, seed)
+        train = build_dataset([records[i] for i in train_index], task_spec, encoder, columns)
+        if not val_index:
+            return train, None
+        val = build_dataset([records[i] for i in val_index], task_spec, encoder, columns)
+        return train, val
+    except DataError as err:
+        if source is None or source in str(err):
+            raise
+        msg = f"{source}: {err}"
+        raise DataError(msg) from None
 
 
 def token_blocks(documents: Iterable[list[int]], block_size: int) -> TokenBlocks:
@@ -266,8 +276,22 @@ def _text(record: Record, column: str) -> str:
     return value
 
 
+def _token_ids(record: Record, column: str, encoder: TextEncoder) -> list[int]:
+    text = _text(record, column)
+    try:
+        return encoder(text)
+    except UnicodeEncodeError as err:
+        # JSON can escape half of a surrogate pair ("\\ud800"); no UTF-8 text holds one
+        msg = (
+            f"{record.location}: column {column!r} holds {text[err.start]!r} at character "
+            f"{err.start}, half of a surrogate pair, which is not text ({err.reason}); the "
+            f"file escapes a character's first or second half alone"
+        )
+        raise DataError(msg) from None
+
+
 def _encoded(record: Record, column: str, encoder: TextEncoder, limit: int | None) -> list[int]:
-    ids = encoder(_text(record, column))
+    ids = _token_ids(record, column, encoder)
     if not ids:
         msg = (
             f"{record.location}: column {column!r} encodes to no tokens (empty text?); drop "

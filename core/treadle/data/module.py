@@ -17,6 +17,7 @@ read and checked before a loader is returned: bad input raises
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 
 from treadle.data.datasets import check_task_fits, get_dataset, load_named_dataset
 from treadle.data.encode import datasets_from_records, infer_classes
-from treadle.data.files import SUFFIXES, Record, read_records
+from treadle.data.files import SUFFIXES, Record, path_exists, read_records, user_path
 from treadle.data.loaders import DataLoaderConfig, DataLoaderFactory
 from treadle.data.samples import Head, SampleList, SizedDataset
 from treadle.data.tokenizer import ByteTokenizer, tokenizer_pad_id, vocabulary_size
@@ -116,7 +117,13 @@ class UniversalDataModule:
             bad value; naming the file and line or byte offset.
         """
         records = read_records(file_path, text_column=text_column or self.task_spec.text_column)
-        return self._load_records(records, validation_split, text_column, label_column)
+        return self._load_records(
+            records,
+            validation_split,
+            text_column,
+            label_column,
+            source=str(Path(file_path).expanduser()),
+        )
 
     def load_huggingface(
         self,
@@ -258,7 +265,7 @@ class UniversalDataModule:
         if records is None:
             module.load_named(name, config.validation_split)
         else:
-            module._load_records(records, config.validation_split, None, None)
+            module._load_records(records, config.validation_split, None, None, source=name)
         module._cap(config.max_train_samples, config.max_val_samples)
         return module
 
@@ -279,6 +286,8 @@ class UniversalDataModule:
         validation_split: float,
         text_column: str | None,
         label_column: str | None,
+        *,
+        source: str,
     ) -> Loaders:
         train, val = datasets_from_records(
             records,
@@ -288,6 +297,7 @@ class UniversalDataModule:
             seed=self.seed,
             text_column=text_column,
             label_column=label_column,
+            source=source,
         )
         self._set(train, val)
         return self.dataloaders()
@@ -365,14 +375,14 @@ def _named_task(
 
 
 def _looks_like_path(name: str) -> bool:
-    path = Path(name).expanduser()
-    return path.exists() or path.suffix.lower() in SUFFIXES or "/" in name or "\\" in name
+    path = user_path(name)
+    return path_exists(path) or path.suffix.lower() in SUFFIXES or "/" in name or "\\" in name
 
 
 def _task_file(task: str) -> Path | None:
-    path = Path(task).expanduser()
+    path = user_path(task)
     if path.suffix.lower() in (".json", ".toml"):
-        if not path.is_file():
+        if not os.path.isfile(path):
             msg = f"task file not found: {path}"
             raise ConfigError(msg)
         return path
