@@ -122,7 +122,7 @@ class UniversalDataModule:
             validation_split,
             text_column,
             label_column,
-            source=str(Path(file_path).expanduser()),
+            source=str(user_path(file_path)),
         )
 
     def load_huggingface(
@@ -265,7 +265,8 @@ class UniversalDataModule:
         if records is None:
             module.load_named(name, config.validation_split)
         else:
-            module._load_records(records, config.validation_split, None, None, source=name)
+            source = str(user_path(name))
+            module._load_records(records, config.validation_split, None, None, source=source)
         module._cap(config.max_train_samples, config.max_val_samples)
         return module
 
