@@ -177,8 +177,9 @@ def with_trainer(
             keep_last_n=1,
             device="cpu",
         )
+        # a tuple: ready batches (a list of dicts would be a dataset of samples)
         results = Trainer(model, None, config, task, device="cpu", plugin_manager=manager).train(
-            batches, None
+            tuple(batches), None
         )
     return results["history"][0]["epoch_time"], [float(loss) for loss in recorder.losses]
 

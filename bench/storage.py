@@ -238,7 +238,8 @@ def trainer_epoch(
         task = TaskSpec.classification("bench", num_classes=10, modality="tabular")
         trainer = Trainer(MLP(), None, config, task, device="cpu", plugin_manager=manager)
         started_cpu = time.thread_time()
-        results = trainer.train(data, None)
+        # a tuple: ready batches (a list of dicts would be a dataset of samples)
+        results = trainer.train(tuple(data), None)
         cpu = time.thread_time() - started_cpu
     return float(results["history"][0]["epoch_time"]), cpu, TimedLogger.spent
 

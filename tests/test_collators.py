@@ -120,6 +120,85 @@ def test_vision_scales_uint8_and_masks_padded_segmentation_labels() -> None:
     assert batch["labels"][0, 2:, :].eq(-100).all()
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    batch_size=st.integers(1, 8),
+    width=st.integers(1, 6),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.long]),
+)
+def test_classification_stacks_input_label_tuples_as_a_tensor_dataset_gives_them(
+    batch_size: int, width: int, dtype: torch.dtype
+) -> None:
+    generator = torch.Generator().manual_seed(batch_size * 10 + width)
+    features = (torch.randn(batch_size, width, generator=generator) * 10).to(dtype)
+    labels = torch.randint(0, 3, (batch_size,), generator=generator)
+    dataset = torch.utils.data.TensorDataset(features, labels)
+    collate = get_collator(TaskSpec.classification(num_classes=3, modality="tabular"))
+    batch = check_collator(collate, [dataset[i] for i in range(batch_size)])
+    assert set(batch) == {"input", "labels"}
+    assert torch.equal(batch["input"], features)
+    assert torch.equal(batch["labels"], labels)
+    # the same fields as dicts, the label under the collator's own key or under "labels"
+    as_dicts = [{"input": features[i], "label": int(labels[i])} for i in range(batch_size)]
+    assert all(torch.equal(collate(as_dicts)[key], batch[key]) for key in batch)
+
+
+def test_classification_stacks_tabular_feature_rows_for_mlp_classifier() -> None:
+    collate = get_collator(TaskSpec.classification(num_classes=3, modality="tabular"))
+    rows: list[Any] = [{"features": [0.5, 1.5, 2.5], "label": 2, "id": "row-7"}, ([1.0, 2.0], 0)]
+    with pytest.raises(ValueError, match=r"sample 1 has no 'features'"):
+        collate(rows)
+    batch = check_collator(collate, [rows[0], {"features": [1.0, 2.0, 3.0], "labels": 0}])
+    assert set(batch) == {"features", "labels"}  # the text field "id" is left out, as before
+    assert batch["features"].dtype == torch.float32
+    assert batch["features"].tolist() == [[0.5, 1.5, 2.5], [1.0, 2.0, 3.0]]
+    assert batch["labels"].tolist() == [2, 0]
+
+
+def test_a_tuple_that_is_not_input_and_label_is_refused_with_the_fix() -> None:
+    collate = get_collator(TaskSpec.classification(num_classes=3, modality="tabular"))
+    x, mask, y = torch.zeros(4), torch.ones(4), torch.tensor(1)
+    with pytest.raises(ValueError, match=r"sample 1 is a tuple of 3 items; a tuple sample is "):
+        collate([(x, y), (x, mask, y)])
+    with pytest.raises(ValueError, match=r"return a dict from the dataset's __getitem__"):
+        collate([(x,)])
+    with pytest.raises(ValueError, match=r"sample 0 is a list, not a dict of fields or an"):
+        collate([[x, y]])
+
+
+def test_stacked_inputs_of_different_shapes_name_the_sample_and_the_fix() -> None:
+    collate = get_collator(TaskSpec.classification(num_classes=3))
+    with pytest.raises(ValueError, match=r"sample 1: 'input' has shape \(3,\), sample 0 has"):
+        collate([(torch.tensor([5, 6]), 0), (torch.tensor([5, 6, 7]), 1)])
+    with pytest.raises(ValueError, match="token ids as 'input_ids' to have them padded"):
+        collate([(torch.tensor([5, 6]), 0), (torch.tensor([5, 6, 7]), 1)])
+    with pytest.raises(ValueError, match=r"sample 0: 'input' is a str, not a tensor"):
+        collate([("some text", 0)])
+
+
+def test_sequence_collators_refuse_tuples_naming_the_dict_they_take() -> None:
+    ids = torch.tensor([3, 4, 5])
+    lm = get_collator(TaskSpec.language_modeling(max_seq_len=8))
+    with pytest.raises(ValueError, match=r"samples are \{'input_ids': ids\}: the loss shifts"):
+        lm([(ids, ids)])
+    seq2seq = get_collator(TaskSpec.sequence_to_sequence())
+    with pytest.raises(ValueError, match=r"'target_ids': target_ids\}"):
+        seq2seq([{"input_ids": ids, "target_ids": ids}, (ids, ids)])
+
+
+def test_vision_takes_image_label_tuples_of_arrays_as_torchvision_gives_them() -> None:
+    numpy = pytest.importorskip("numpy")
+    task = TaskSpec.vision_tiny(preprocessing_config={"num_channels": 3, "mean": 0.5})
+    collate = get_collator(task)
+    height_width_channels = numpy.full((6, 8, 3), 255, dtype=numpy.uint8)
+    batch = check_collator(collate, [(height_width_channels, 7), (torch.zeros(3, 8, 8), 2)])
+    assert set(batch) == {"input", "labels"}
+    assert batch["input"].shape == (2, 3, 8, 8)
+    # uint8 scaled to [0, 1], then (x - 0.5) / 0.5; the two bottom rows are padding
+    assert batch["input"][0, :, :6, :].eq(1.0).all()
+    assert batch["labels"].tolist() == [7, 2]
+
+
 def test_bad_samples_name_the_index_and_key() -> None:
     collate = get_collator(TaskSpec.classification(num_classes=3))
     with pytest.raises(ValueError, match=r"sample 1.*label"):

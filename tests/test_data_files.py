@@ -294,3 +294,60 @@ def test_an_unknown_suffix_is_named(tmp_path: Path, manager: PluginManager) -> N
     path = tmp_path / "data.xml"
     path.write_text("<a/>", encoding="utf-8")
     assert "unknown data file type '.xml'" in load_error(manager, path)
+
+
+# -- found by the property tests of test_data_fuzz.py (RELIABILITY L1) ---------------------------
+
+
+def test_L1_json_nested_past_the_recursion_limit_is_named_by_line_and_column(
+    tmp_path: Path, manager: PluginManager
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_bytes(b'[{"text": "x", "label": 1},\n' + b"[" * 100_000)
+    message = load_error(manager, path)
+    assert f"{path}:2: JSON nested 100001 levels deep at line 2, column 100000" in message
+    assert "flatten the data" in message
+    path = tmp_path / "deep.jsonl"
+    path.write_bytes(b'{"text": "x", "label": 1}\n{"text": ' + b"[" * 5_000 + b"]" * 5_000 + b"}")
+    assert f"{path}:2: JSON nested 5001 levels deep at column 5009" in load_error(manager, path)
+
+
+def test_L1_a_number_longer_than_python_reads_is_named_by_line_and_column(
+    tmp_path: Path, manager: PluginManager
+) -> None:
+    path = tmp_path / "long.jsonl"
+    path.write_bytes(
+        b'{"text": "fine", "label": 1}\n{"text": "x", "label": 1' + b"0" * 5_000 + b"}"
+    )
+    message = load_error(manager, path)
+    assert f"{path}:2: a JSON number of more than 4300 digits at column 4324" in message
+    assert "store longer numbers as text" in message
+
+
+def test_L1_an_escaped_half_surrogate_in_a_text_is_named_by_line(
+    tmp_path: Path, manager: PluginManager
+) -> None:
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text('{"text": "fine", "label": 1}\n{"text": "a\\ud800b", "label": 0}\n')
+    message = load_error(manager, path, validation_split=0)
+    assert f"{path}:2: column 'text' holds '\\ud800' at character 1, half of a surrogate" in message
+
+
+def test_L1_too_few_records_to_split_names_the_file(tmp_path: Path, manager: PluginManager) -> None:
+    path = write(tmp_path / "one.jsonl", ROWS[:1], "jsonl")
+    message = load_error(manager, path, validation_split=0.5)
+    assert message.startswith(f"{path}: cannot split 1 item into training and validation")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("nul\x00byte.jsonl", "cannot be opened: embedded null byte"),
+        ("x" * 5_000 + ".jsonl", "cannot be opened: File name too long"),
+        ("~no_such_user_treadle/data.jsonl", "data file not found: ~no_such_user_treadle"),
+    ],
+)
+def test_L1_a_file_name_no_file_can_have_is_a_data_error(
+    manager: PluginManager, name: str, expected: str
+) -> None:
+    assert expected in load_error(manager, Path(name))

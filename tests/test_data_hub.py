@@ -12,16 +12,19 @@ from pathlib import Path
 import pytest
 
 import treadle_collators.plugin
+import treadle_datasets.plugin
 from treadle.data import DataError, UniversalDataModule
-from treadle.data.hub import check_hub_reachable
 from treadle.plugins import PluginManager
 from treadle.task import TaskSpec
 from treadle.testing import isolated_plugin_manager
+from treadle_datasets.hub import check_hub_reachable
 
 
 @pytest.fixture
 def manager() -> PluginManager:
-    return isolated_plugin_manager(("collators", treadle_collators.plugin))
+    return isolated_plugin_manager(
+        ("collators", treadle_collators.plugin), ("datasets", treadle_datasets.plugin)
+    )
 
 
 @pytest.fixture
@@ -138,3 +141,21 @@ def test_a_local_data_file_loads_through_datasets(manager: PluginManager, tmp_pa
         DataError, match=r"\[train row 0\]: no column 'text' \(columns found: 'body', 'label'\)"
     ):
         data.load_huggingface(str(renamed), cache_dir=str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("name", ["~no_such_user_treadle", "imdb\x00", "x" * 5_000])
+def test_L2_a_name_no_path_can_have_is_still_an_offline_error(
+    manager: PluginManager, empty_cache: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Found by test_data_fuzz.py: ``Path.expanduser`` raised RuntimeError for an unknown
+    ``~user`` and ``Path.exists`` OSError for a name longer than the system allows."""
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match=r"is a Hugging Face Hub data set and this process is"):
+        module(manager, TaskSpec.language_modeling()).load_huggingface(name)
+
+
+def test_L2_an_empty_name_is_refused_not_read_as_the_working_directory(
+    manager: PluginManager,
+) -> None:
+    with pytest.raises(DataError, match=r"needs dataset_name="):
+        module(manager, TaskSpec.language_modeling()).load_huggingface("")

@@ -1,5 +1,5 @@
-"""Built-in named data sets (pydoc_topics, digits) and the data module built from a
-TrainingConfig, as ``treadle train`` builds it."""
+"""Built-in named data sets (pydoc_topics, digits), registered by the treadle_datasets plugin,
+and the data module built from a TrainingConfig, as ``treadle train`` builds it."""
 
 from __future__ import annotations
 
@@ -13,22 +13,26 @@ import pytest
 import torch
 
 import treadle_collators.plugin
+import treadle_datasets.plugin
 from treadle.config import TrainingConfig
 from treadle.data import DataError, UniversalDataModule, list_datasets, load_named_dataset
-from treadle.data.datasets import dataset_info, pydoc_documents
+from treadle.data.datasets import dataset_info
 from treadle.data.samples import SizedDataset
 from treadle.data.tokenizer import ByteTokenizer
 from treadle.errors import ConfigError, UnknownNameError
 from treadle.plugins import PluginManager
 from treadle.task import TaskSpec
 from treadle.testing import isolated_plugin_manager
+from treadle_datasets.pydoc_topics import pydoc_documents
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "data.md"
 
 
 @pytest.fixture
 def manager() -> PluginManager:
-    return isolated_plugin_manager(("collators", treadle_collators.plugin))
+    return isolated_plugin_manager(
+        ("collators", treadle_collators.plugin), ("datasets", treadle_datasets.plugin)
+    )
 
 
 def config(**values: Any) -> TrainingConfig:
@@ -38,7 +42,7 @@ def config(**values: Any) -> TrainingConfig:
 
 def test_list_datasets_describes_each_with_source_and_licence() -> None:
     names = [info.name for info in list_datasets()]
-    assert names == ["digits", "pydoc_topics"]
+    assert names == ["digits", "huggingface", "pydoc_topics"]
     text = DOCS.read_text(encoding="utf-8")
     for info in list_datasets():
         assert info.source
@@ -46,11 +50,16 @@ def test_list_datasets_describes_each_with_source_and_licence() -> None:
         assert f"`{info.name}`" in text, f"docs/data.md does not describe {info.name}"
     assert "PSF" in dataset_info("pydoc_topics").licence
     assert "CC BY 4.0" in dataset_info("digits").licence
+    assert dataset_info("digits").provider == "datasets: treadle 0.1.0"
 
 
-def test_an_unknown_name_lists_the_built_in_data_sets() -> None:
-    with pytest.raises(UnknownNameError, match="Built-in data sets: digits, pydoc_topics"):
-        load_named_dataset("wikitext")
+def test_an_unknown_name_lists_the_registered_data_sets_and_the_closest() -> None:
+    with pytest.raises(UnknownNameError) as caught:
+        load_named_dataset("pydoc_topic")
+    message = caught.value.args[0]
+    assert message.startswith("Unknown data set 'pydoc_topic'. Registered: digits, huggingface,")
+    assert "pydoc_topics (datasets: treadle 0.1.0)" in message
+    assert message.endswith("Did you mean 'pydoc_topics'?")
 
 
 def test_pydoc_documents_are_whole_paragraphs_of_every_topic() -> None:
@@ -173,8 +182,11 @@ def test_a_data_file_in_the_config_is_read_with_the_configs_task(
 
 
 def test_a_name_that_is_neither_built_in_nor_a_file_is_unknown(manager: PluginManager) -> None:
-    with pytest.raises(UnknownNameError, match="Unknown data set 'wikitxt'"):
+    with pytest.raises(UnknownNameError, match="Unknown data set 'wikitxt'") as caught:
         UniversalDataModule.from_training_config(config(dataset="wikitxt"), plugin_manager=manager)
+    assert "Or give the path of a data file (.jsonl," in caught.value.args[0]
+    with pytest.raises(UnknownNameError, match="Did you mean 'digits'"):
+        UniversalDataModule.from_training_config(config(dataset="digit"), plugin_manager=manager)
     with pytest.raises(DataError, match="data file not found"):
         UniversalDataModule.from_training_config(
             config(dataset="missing/file.jsonl"), plugin_manager=manager

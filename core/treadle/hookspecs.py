@@ -203,6 +203,23 @@ def treadle_register_commands(register: Register) -> None:
     """
 
 
+@hookspec
+def treadle_register_datasets(register: Register) -> None:
+    """Register named data sets: the names ``TrainingConfig.dataset`` (``--set dataset=NAME``)
+    and ``UniversalDataModule.load_named(name)`` look up.
+
+    :param register: ``register(name, dataset)`` (:class:`treadle.protocols.NamedDataset`): a
+        class (instantiated without arguments on each lookup) or a ready instance, describing
+        the data (``description``, ``task_types``, ``modalities``, ``source``, ``licence``) and
+        providing ``default_task(training_config)`` and ``load(task_spec, tokenizer=...,
+        validation_split=..., seed=..., **options)``. Keep registration cheap: import the data's
+        libraries (scikit-learn, ``datasets``) inside ``load``, never at module level.
+
+    Every implementation is called once, on the first lookup of a data set; return values are
+    ignored. An exception stops that lookup and names the plugin.
+    """
+
+
 # --------------------------------------------------------------------------------------------
 # Lifecycle: called by the Trainer in the order the module docstring numbers.
 # --------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import torch
+    from torch.utils.data import Dataset
 
     from treadle.config import TrainingConfig
     from treadle.task import TaskSpec
@@ -26,6 +27,7 @@ __all__ = [
     "LossStrategy",
     "MetricLogger",
     "ModelFactory",
+    "NamedDataset",
     "StorageBackend",
     "StreamingMetric",
     "TrainerView",
@@ -161,6 +163,48 @@ class Command(Protocol):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
 
     def run(self, args: argparse.Namespace) -> int: ...
+
+
+@runtime_checkable
+class NamedDataset(Protocol):
+    """A data set registered under a name (``TrainingConfig.dataset``, ``load_named(name)``).
+
+    :ivar description: what it holds, in one line.
+    :ivar task_types: the task types it serves; the first is its own (``default_task``'s).
+    :ivar modalities: the modalities of the tasks it serves (``text``, ``vision``, ...).
+    :ivar source: where the data comes from.
+    :ivar licence: the data's licence.
+    :ivar requirements: pip requirement lines it needs beyond treadle (empty when none).
+    """
+
+    description: str
+    task_types: Sequence[str]
+    modalities: Sequence[str]
+    source: str
+    licence: str
+    requirements: Sequence[str]
+
+    def default_task(self, training_config: TrainingConfig) -> TaskSpec:
+        """The task it trains with when a config names it; raise
+        :class:`~treadle.errors.ConfigError` with the fix when it cannot have one."""
+        ...
+
+    def load(
+        self, task_spec: TaskSpec, *, tokenizer: Any, validation_split: float, seed: int
+    ) -> tuple[Dataset[Any], Dataset[Any] | None]:
+        """The training and validation datasets (map-style, with ``len()``) of samples the
+        task's collator takes, the validation side ``None`` when ``validation_split`` is 0.
+
+        :param task_spec: the task; the caller has checked it is of a type and modality the
+            data set serves.
+        :param tokenizer: for text: what :func:`treadle.data.text_encoder` accepts.
+        :param validation_split: the fraction to hold out, split at random by ``seed``.
+        :raises DataError: the data is missing or bad, or a library it needs is not installed
+            (naming what to install).
+
+        A data set may take more keyword options; ``load_named(name, **options)`` passes them.
+        """
+        ...
 
 
 class TrainerView(Protocol):

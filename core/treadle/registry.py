@@ -70,6 +70,7 @@ KINDS: dict[str, Kind] = {
         Kind("storage", "storage scheme", protocols.StorageBackend),
         Kind("job_types", "job type", protocols.JobType),
         Kind("commands", "command", protocols.Command),
+        Kind("datasets", "data set", protocols.NamedDataset),
     )
 }
 

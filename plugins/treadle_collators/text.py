@@ -1,4 +1,5 @@
-"""Collators for text: causal language modeling, classification, sequence to sequence."""
+"""Collators for text: causal language modeling, sequence to sequence, and classification
+(which also batches tabular rows and ``(input, label)`` tuples)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from treadle_collators.samples import check_samples, label_of, pad_sequences, token_ids
+from treadle.data import TUPLE_SAMPLE_FIELDS
+from treadle_collators.samples import (
+    label_field,
+    label_of,
+    pad_sequences,
+    read_samples,
+    refuse_tuples,
+    stack_field,
+    token_ids,
+)
 
 if TYPE_CHECKING:
     from treadle.task import TaskSpec
@@ -16,6 +26,10 @@ __all__ = ["ClassificationCollator", "LanguageModelingCollator", "SequenceToSequ
 
 #: Label value the losses skip (padding in token labels).
 IGNORE_INDEX = -100
+
+#: Classification fields stacked as they are: tabular rows (``mlp_classifier``'s input) and
+#: an ``(input, label)`` tuple's input.
+_STACKED = ("features", TUPLE_SAMPLE_FIELDS[0])
 
 
 def _positive(value: Any, name: str, collator: str) -> int | None:
@@ -60,7 +74,14 @@ class LanguageModelingCollator:
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Collate; a bad sample raises ``ValueError`` naming its index and key."""
-        check_samples(samples, "language_modeling")
+        refuse_tuples(
+            samples,
+            "language_modeling",
+            "{'input_ids': ids}",
+            "the loss shifts the ids to make the targets, so an (input, target) pair of "
+            "shifted ids would train on the wrong targets",
+        )
+        samples = read_samples(samples, "language_modeling")
         sequences = [
             token_ids(sample, index, "input_ids", "language_modeling")
             for index, sample in enumerate(samples)
@@ -72,10 +93,17 @@ class LanguageModelingCollator:
 
 
 class ClassificationCollator:
-    """Batches ``{"input_ids": ..., "label": int}`` samples for sequence classification.
+    """Batches classification samples: ``{"input_ids": ..., "label": int}`` for text,
+    ``{"features": ..., "label": int}`` for tabular rows, and ``(input, label)`` tuples (or
+    ``{"input": ..., "label": int}``) as a ``TensorDataset`` gives them.
 
     The batch holds ``input_ids`` right-padded to the longest sample (truncated to
-    ``max_seq_len`` when set), its ``attention_mask``, and ``labels`` ``(batch,)`` long.
+    ``max_seq_len`` when set) with its ``attention_mask``; ``features`` and ``input`` stacked
+    as they are, as PyTorch's ``default_collate`` does (one shape per batch): ``features`` is
+    what ``mlp_classifier`` takes for tabular tasks, and a model receives ``input=...``, the
+    argument name of ``nn.Sequential`` and ``nn.Linear``; and ``labels`` ``(batch,)`` long.
+    A sample's label is read from ``label_key``, else from ``labels``. Other fields are left
+    out.
 
     :param task_spec: gives ``max_seq_len`` and ``pad_token_id``.
     :param max_seq_len: overrides the task's length.
@@ -105,20 +133,31 @@ class ClassificationCollator:
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Collate; a bad sample raises ``ValueError`` naming its index and key."""
-        check_samples(samples, "classification")
-        sequences = []
-        labels = []
-        for index, sample in enumerate(samples):
-            sequences.append(token_ids(sample, index, "input_ids", "classification"))
-            labels.append(label_of(sample, index, self.label_key, "classification"))
-        longest = max(len(sequence) for sequence in sequences)
-        length = min(longest, self.max_seq_len) if self.max_seq_len else longest
-        input_ids, attention_mask = pad_sequences(sequences, length, self.pad_token_id)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": torch.tensor(labels, dtype=torch.long),
-        }
+        name = "classification"
+        samples = read_samples(samples, name)
+        stacked = [key for key in _STACKED if key in samples[0]]
+        batch: dict[str, torch.Tensor] = {}
+        if "input_ids" in samples[0] or not stacked:
+            sequences = [
+                token_ids(sample, index, "input_ids", name) for index, sample in enumerate(samples)
+            ]
+            longest = max(len(sequence) for sequence in sequences)
+            length = min(longest, self.max_seq_len) if self.max_seq_len else longest
+            input_ids, attention_mask = pad_sequences(sequences, length, self.pad_token_id)
+            batch.update(input_ids=input_ids, attention_mask=attention_mask)
+        for key in stacked:
+            batch[key] = stack_field(
+                samples,
+                key,
+                name,
+                "give every sample one shape, or token ids as 'input_ids' to have them padded",
+            )
+        labels = [
+            label_of(sample, index, label_field(sample, self.label_key), name)
+            for index, sample in enumerate(samples)
+        ]
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+        return batch
 
 
 class SequenceToSequenceCollator:
@@ -173,7 +212,13 @@ class SequenceToSequenceCollator:
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Collate; a bad sample raises ``ValueError`` naming its index and key."""
         name = "sequence_to_sequence"
-        check_samples(samples, name)
+        refuse_tuples(
+            samples,
+            name,
+            "{'input_ids': source_ids, 'target_ids': target_ids}",
+            "the batch pads sources and targets apart and builds decoder inputs from the targets",
+        )
+        samples = read_samples(samples, name)
         sources = []
         targets = []
         for index, sample in enumerate(samples):

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from treadle_collators.samples import check_samples, field
+from treadle.data import TUPLE_SAMPLE_FIELDS
+from treadle_collators.samples import field, label_field, read_samples
 
 if TYPE_CHECKING:
     from treadle.task import TaskSpec
@@ -23,9 +24,17 @@ IGNORE_INDEX = -100
 
 _NAME = "vision"
 
+#: Where a sample's image is: its own field, else an ``(input, label)`` tuple's input.
+_IMAGE_KEYS = ("pixel_values", TUPLE_SAMPLE_FIELDS[0])
+
 
 class VisionCollator:
-    """Batches ``{"pixel_values": (C, H, W) float tensor or nested list, "label": ...}``.
+    """Batches ``{"pixel_values": image, "label": ...}`` samples, and ``(image, label)``
+    tuples as torchvision's datasets give them.
+
+    An image is a ``(C, H, W)`` or ``(H, W)`` tensor or nested list, or an ``(H, W, C)`` array
+    or PIL image. A tuple's image is read as the field ``input`` and batched under that name
+    (the model receives ``input=...``); a label is read from ``label_key``, else ``labels``.
 
     The batch holds ``pixel_values`` ``(batch, C, height, width)`` float32, normalized as
     ``(x - mean) / std`` per channel, and ``labels``: ``(batch,)`` long for class ids,
@@ -82,13 +91,14 @@ class VisionCollator:
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         """Collate; a bad sample raises ``ValueError`` naming its index and key."""
-        check_samples(samples, _NAME)
-        images = [_image(sample, index) for index, sample in enumerate(samples)]
+        samples = read_samples(samples, _NAME)
+        image_key = next((key for key in _IMAGE_KEYS if key in samples[0]), _IMAGE_KEYS[0])
+        images = [_image(sample, index, image_key) for index, sample in enumerate(samples)]
         channels = images[0].shape[0]
         for index, image in enumerate(images):
             if image.shape[0] != channels:
                 msg = (
-                    f"vision collator: sample {index}: 'pixel_values' has {image.shape[0]} "
+                    f"vision collator: sample {index}: {image_key!r} has {image.shape[0]} "
                     f"channels, sample 0 has {channels}"
                 )
                 raise ValueError(msg)
@@ -96,24 +106,25 @@ class VisionCollator:
             max(image.shape[1] for image in images),
             max(image.shape[2] for image in images),
         )
+        label_key = label_field(samples[0], self.label_key)
         labels = [
-            _label(field(sample, index, self.label_key, _NAME), index, self.label_key)
+            _label(field(sample, index, label_key, _NAME), index, label_key)
             for index, sample in enumerate(samples)
         ]
-        _check_label_kinds(labels, self.label_key)
+        _check_label_kinds(labels, label_key)
         sized = []
         sized_labels = []
         for index, (image, label) in enumerate(zip(images, labels, strict=True)):
-            sized.append(self._to_size(image, target, index, "pixel_values", self.pad_value))
+            sized.append(self._to_size(image, target, index, image_key, self.pad_value))
             if label.ndim == 2:
-                label = self._to_size(label, target, index, self.label_key, IGNORE_INDEX)
+                label = self._to_size(label, target, index, label_key, IGNORE_INDEX)
             sized_labels.append(label)
         pixel_values = torch.stack(sized)
         if self.mean is not None:
             pixel_values = pixel_values - _for_channels(self.mean, channels, "mean")
         if self.std is not None:
             pixel_values = pixel_values / _for_channels(self.std, channels, "std")
-        return {"pixel_values": pixel_values, "labels": torch.stack(sized_labels)}
+        return {image_key: pixel_values, "labels": torch.stack(sized_labels)}
 
     def _to_size(
         self,
@@ -144,8 +155,8 @@ class VisionCollator:
         )[0]
 
 
-def _image(sample: Mapping[str, Any], index: int) -> torch.Tensor:
-    value = field(sample, index, "pixel_values", _NAME)
+def _image(sample: Mapping[str, Any], index: int, key: str) -> torch.Tensor:
+    value = field(sample, index, key, _NAME)
     if isinstance(value, torch.Tensor):
         image = value
     elif isinstance(value, (list, tuple)):
@@ -153,21 +164,22 @@ def _image(sample: Mapping[str, Any], index: int) -> torch.Tensor:
             image = torch.tensor(value, dtype=torch.float32)
         except (TypeError, ValueError, RuntimeError) as err:
             msg = (
-                f"vision collator: sample {index}: 'pixel_values' is not a nested list of "
-                f"numbers ({err})"
+                f"vision collator: sample {index}: {key!r} is not a nested list of numbers ({err})"
             )
             raise ValueError(msg) from None
+    elif hasattr(value, "__array__") or hasattr(value, "__array_interface__"):
+        image = _from_array(value, index, key)
     else:
         msg = (
-            f"vision collator: sample {index}: 'pixel_values' is a {type(value).__name__}; give "
-            f"a (C, H, W) float tensor or nested list"
+            f"vision collator: sample {index}: {key!r} is a {type(value).__name__}; give "
+            f"a (C, H, W) float tensor or nested list, or an (H, W, C) array or PIL image"
         )
         raise ValueError(msg)
     if image.dtype == torch.uint8:
         image = image.float() / 255.0
     elif not image.dtype.is_floating_point:
         msg = (
-            f"vision collator: sample {index}: 'pixel_values' holds {image.dtype}; give floats "
+            f"vision collator: sample {index}: {key!r} holds {image.dtype}; give floats "
             f"(or uint8, scaled to [0, 1])"
         )
         raise ValueError(msg)
@@ -175,11 +187,25 @@ def _image(sample: Mapping[str, Any], index: int) -> torch.Tensor:
         image = image[None]
     if image.ndim != 3 or image.numel() == 0:
         msg = (
-            f"vision collator: sample {index}: 'pixel_values' has shape {tuple(image.shape)}; "
+            f"vision collator: sample {index}: {key!r} has shape {tuple(image.shape)}; "
             f"give one non-empty (C, H, W) or (H, W) image"
         )
         raise ValueError(msg)
     return image.float()
+
+
+def _from_array(value: Any, index: int, key: str) -> torch.Tensor:
+    """A numpy array or PIL image: ``(H, W, C)`` channels last, as both store them."""
+    import numpy
+
+    try:
+        image = torch.from_numpy(numpy.array(value))
+    except (TypeError, ValueError, RuntimeError) as err:
+        msg = f"vision collator: sample {index}: {key!r} is not an image array ({err})"
+        raise ValueError(msg) from None
+    if image.ndim == 3 and image.shape[-1] in (1, 3, 4) and image.shape[0] not in (1, 3, 4):
+        image = image.permute(2, 0, 1).contiguous()
+    return image
 
 
 def _label(value: Any, index: int, key: str) -> torch.Tensor:

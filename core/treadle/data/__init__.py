@@ -1,5 +1,6 @@
-"""The data layer: tokenizer, built-in data sets, data files and Hugging Face data sets,
-resumable samplers and the DataLoaderFactory.
+"""The data layer: tokenizer, data files, the face of the named data sets that plugins
+register (the built-ins and Hugging Face's among them), resumable samplers and the
+DataLoaderFactory.
 
 Names load on first use (PEP 562), so ``import treadle.data`` stays light::
 
@@ -15,29 +16,41 @@ from treadle.errors import DataError
 
 if TYPE_CHECKING:
     from treadle.data.datasets import (
-        NamedDataset,
+        DatasetInfo,
         dataset_info,
+        get_dataset,
         list_datasets,
         load_named_dataset,
     )
+    from treadle.data.encode import datasets_from_records
     from treadle.data.files import Record, read_records
-    from treadle.data.loaders import DataLoaderConfig, DataLoaderFactory, seed_worker
+    from treadle.data.loaders import (
+        DataLoaderConfig,
+        DataLoaderFactory,
+        seed_worker,
+        yields_batches,
+    )
     from treadle.data.module import UniversalDataModule
     from treadle.data.samplers import DistributedResumableSampler, ResumableSampler
     from treadle.data.samples import (
+        TUPLE_SAMPLE_FIELDS,
         ImageDataset,
         SampleList,
         SizedDataset,
         TokenBlocks,
+        sample_fields,
         split_indices,
     )
     from treadle.data.tokenizer import ByteTokenizer, text_encoder
+    from treadle.protocols import NamedDataset
 
 __all__ = [
+    "TUPLE_SAMPLE_FIELDS",
     "ByteTokenizer",
     "DataError",
     "DataLoaderConfig",
     "DataLoaderFactory",
+    "DatasetInfo",
     "DistributedResumableSampler",
     "ImageDataset",
     "NamedDataset",
@@ -48,19 +61,26 @@ __all__ = [
     "TokenBlocks",
     "UniversalDataModule",
     "dataset_info",
+    "datasets_from_records",
+    "get_dataset",
     "list_datasets",
     "load_named_dataset",
     "read_records",
+    "sample_fields",
     "seed_worker",
     "split_indices",
     "text_encoder",
+    "yields_batches",
 ]
 
 _LAZY: dict[str, str] = {
     "ByteTokenizer": "treadle.data.tokenizer",
     "text_encoder": "treadle.data.tokenizer",
-    "NamedDataset": "treadle.data.datasets",
+    "NamedDataset": "treadle.protocols",
+    "DatasetInfo": "treadle.data.datasets",
     "dataset_info": "treadle.data.datasets",
+    "get_dataset": "treadle.data.datasets",
+    "datasets_from_records": "treadle.data.encode",
     "list_datasets": "treadle.data.datasets",
     "load_named_dataset": "treadle.data.datasets",
     "Record": "treadle.data.files",
@@ -68,6 +88,7 @@ _LAZY: dict[str, str] = {
     "DataLoaderConfig": "treadle.data.loaders",
     "DataLoaderFactory": "treadle.data.loaders",
     "seed_worker": "treadle.data.loaders",
+    "yields_batches": "treadle.data.loaders",
     "UniversalDataModule": "treadle.data.module",
     "ResumableSampler": "treadle.data.samplers",
     "DistributedResumableSampler": "treadle.data.samplers",
@@ -76,6 +97,8 @@ _LAZY: dict[str, str] = {
     "SizedDataset": "treadle.data.samples",
     "TokenBlocks": "treadle.data.samples",
     "split_indices": "treadle.data.samples",
+    "sample_fields": "treadle.data.samples",
+    "TUPLE_SAMPLE_FIELDS": "treadle.data.samples",
 }
 
 

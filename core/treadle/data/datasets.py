@@ -1,121 +1,108 @@
-"""Built-in named data sets: real data that is on the machine after a plain install.
+"""Named data sets: the face of the ``datasets`` registry, which plugins fill.
 
-- ``pydoc_topics``: English prose from the Python reference documentation, shipped in the
-  standard library as ``pydoc_data.topics.topics`` (no extra dependency); language modeling.
-- ``digits``: 1,797 handwritten digits, 8x8 grey, 10 classes, shipped inside scikit-learn
-  (the ``vision`` extra); image classification.
+A data set is a plugin registered through ``treadle_register_datasets`` (the built-ins too,
+from the ``treadle_datasets`` package), so ``TrainingConfig.dataset``, ``--set dataset=NAME``
+and ``UniversalDataModule.load_named(name)`` find a third party's exactly as a built-in::
 
-Sources and licences are in ``docs/data.md``. ``list_datasets()`` describes them;
-``load_named_dataset(name, ...)`` gives the seeded training and validation datasets.
+    from treadle.data import dataset_info, list_datasets, load_named_dataset
+
+    for info in list_datasets():
+        print(info.name, info.task_types, info.licence, info.provider)
+    train, val = load_named_dataset(name, seed=42)
+
+Each data set satisfies :class:`treadle.protocols.NamedDataset`; see ``docs/data.md``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
-from typing import Any
+import inspect
+from collections.abc import Sized
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import torch
 
-from treadle.data.encode import token_blocks
-from treadle.data.files import Record
-from treadle.data.samples import ImageDataset, SampleList, SizedDataset, split_indices
-from treadle.data.tokenizer import ByteTokenizer, text_encoder
-from treadle.errors import DataError, UnknownNameError
-from treadle.task import TaskSpec
+from treadle.errors import DataError
+from treadle.protocols import NamedDataset
+
+if TYPE_CHECKING:
+    from treadle.data.samples import SizedDataset
+    from treadle.plugins import PluginManager
+    from treadle.registry import NamedRegistry
+    from treadle.task import TaskSpec
 
 __all__ = [
+    "DatasetInfo",
     "NamedDataset",
+    "check_task_fits",
     "dataset_info",
-    "digits_arrays",
+    "get_dataset",
     "list_datasets",
     "load_named_dataset",
-    "pydoc_documents",
 ]
-
-logger = logging.getLogger(__name__)
-
-#: Paragraphs of one pydoc topic are grouped into documents of about this many characters,
-#: so the training/validation split has a few hundred units (there are only 79 topics).
-PYDOC_DOCUMENT_CHARS = 2000
 
 
 @attrs.frozen(kw_only=True)
-class NamedDataset:
-    """A built-in data set.
+class DatasetInfo:
+    """What a registered data set is, for listings and errors.
 
-    :ivar name: its name, for ``TrainingConfig.dataset``.
+    :ivar name: its registered name, for ``TrainingConfig.dataset``.
     :ivar description: what it holds.
     :ivar task_types: the task types it serves (the first is its own).
-    :ivar modality: ``text`` or ``vision``.
+    :ivar modalities: the modalities of the tasks it serves.
     :ivar source: where the data comes from.
     :ivar licence: the data's licence.
-    :ivar extra: the treadle extra that installs what it needs, or ``None``.
+    :ivar requirements: pip requirement lines it needs beyond treadle.
+    :ivar provider: the plugin that registered it, with distribution and version.
     """
 
     name: str
     description: str
     task_types: tuple[str, ...]
-    modality: str
+    modalities: tuple[str, ...]
     source: str
     licence: str
-    extra: str | None = None
-    default_task: Callable[[int], TaskSpec] = attrs.field(repr=False)
-
-    def task_spec(self, max_seq_len: int = 128) -> TaskSpec:
-        """The TaskSpec this data set trains with by default."""
-        return self.default_task(max_seq_len)
+    requirements: tuple[str, ...]
+    provider: str
 
 
-_DATASETS: dict[str, NamedDataset] = {
-    "pydoc_topics": NamedDataset(
-        name="pydoc_topics",
-        description=(
-            "about 65k words (466 kB) of English prose and code from the Python reference "
-            "documentation, 79 topics"
-        ),
-        task_types=("language_modeling",),
-        modality="text",
-        source="the standard library's pydoc_data.topics (Python documentation)",
-        licence="PSF License Agreement (Python Software Foundation License Version 2)",
-        default_task=lambda max_seq_len: TaskSpec.language_modeling(max_seq_len=max_seq_len),
-    ),
-    "digits": NamedDataset(
-        name="digits",
-        description="1,797 handwritten digits, 8x8 grey images in [0, 1], 10 classes",
-        task_types=("image_classification",),
-        modality="vision",
-        source=(
-            "scikit-learn's sklearn.datasets.load_digits: a copy of the test set of the UCI "
-            "Optical Recognition of Handwritten Digits data set"
-        ),
-        licence="CC BY 4.0 (UCI Machine Learning Repository)",
-        extra="vision",
-        default_task=lambda max_seq_len: TaskSpec.vision_tiny(),
-    ),
-}
+def _registry(plugin_manager: PluginManager | None) -> NamedRegistry:
+    from treadle.plugins import get_registry
+
+    return get_registry("datasets", plugin_manager)
 
 
-def list_datasets() -> list[NamedDataset]:
-    """The built-in named data sets, sorted by name."""
-    return [_DATASETS[name] for name in sorted(_DATASETS)]
+def get_dataset(name: str, plugin_manager: PluginManager | None = None) -> NamedDataset:
+    """The data set registered as ``name`` (a registered class is instantiated).
 
-
-def dataset_info(name: str) -> NamedDataset:
-    """The built-in data set called ``name``.
-
-    :raises UnknownNameError: no built-in data set has that name; the message lists them.
+    :raises UnknownNameError: nothing is registered under ``name``; the message lists what is
+        and the closest name.
     """
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        known = ", ".join(sorted(_DATASETS))
-        msg = (
-            f"Unknown data set {name!r}. Built-in data sets: {known}; or give the path of a "
-            f"data file (.jsonl, .json, .csv, .tsv, .txt, .parquet)."
-        )
-        raise UnknownNameError(msg) from None
+    dataset: NamedDataset = _registry(plugin_manager).create(name)
+    return dataset
+
+
+def dataset_info(name: str, plugin_manager: PluginManager | None = None) -> DatasetInfo:
+    """The description of the data set registered as ``name``.
+
+    :raises UnknownNameError: nothing is registered under ``name``.
+    """
+    registry = _registry(plugin_manager)
+    dataset = registry.get(name)
+    return DatasetInfo(
+        name=name,
+        description=dataset.description,
+        task_types=tuple(dataset.task_types),
+        modalities=tuple(dataset.modalities),
+        source=dataset.source,
+        licence=dataset.licence,
+        requirements=tuple(dataset.requirements),
+        provider=str(registry.entry(name).provenance),
+    )
+
+
+def list_datasets(plugin_manager: PluginManager | None = None) -> list[DatasetInfo]:
+    """Every registered data set, sorted by name."""
+    return [dataset_info(name, plugin_manager) for name in _registry(plugin_manager).names()]
 
 
 def load_named_dataset(
@@ -125,108 +112,84 @@ def load_named_dataset(
     tokenizer: Any = None,
     validation_split: float = 0.1,
     seed: int = 42,
+    plugin_manager: PluginManager | None = None,
+    **options: Any,
 ) -> tuple[SizedDataset[Any], SizedDataset[Any]]:
-    """The training and validation datasets of a built-in data set, split at random by
-    ``seed``.
+    """The training and validation datasets of the data set registered as ``name``, split
+    at random by ``seed``.
 
-    :param task_spec: the task to build samples for; it must be of a type the data set serves
-        (default: the data set's own task).
+    :param task_spec: the task to build samples for; it must be of a type and modality the
+        data set serves (default: its ``default_task`` for a default ``TrainingConfig``).
     :param tokenizer: for text: any tokenizer :func:`~treadle.data.tokenizer.text_encoder`
         accepts; default :class:`~treadle.data.tokenizer.ByteTokenizer`.
-    :raises UnknownNameError: no such data set.
-    :raises DataError: the task does not fit the data set, or its optional dependency is
-        missing (naming the extra to install).
+    :param options: passed to the data set's ``load`` (the ``huggingface`` loader takes
+        ``dataset_name`` and others); a data set that takes none refuses them.
+    :returns: ``(train, val)``; ``val`` is empty when nothing is held out.
+    :raises UnknownNameError: no such data set; the message lists the registered ones.
+    :raises DataError: the task does not fit the data set, an option is unknown to it, its
+        optional dependency is missing (naming what to install), or it returned something
+        other than two sized datasets.
     """
-    info = dataset_info(name)
-    task = task_spec if task_spec is not None else info.task_spec()
-    check_task_fits(info, task)
-    if name == "pydoc_topics":
-        encoder = text_encoder(tokenizer if tokenizer is not None else ByteTokenizer())
-        documents = pydoc_documents()
-        train_index, val_index = split_indices(len(documents), validation_split, seed)
-        block_size = task.max_seq_len or 128
-        train = token_blocks(
-            (encoder(documents[i].values["text"]) for i in train_index), block_size
-        )
-        val = (
-            token_blocks((encoder(documents[i].values["text"]) for i in val_index), block_size)
-            if val_index
-            else None
-        )
-        logger.info(
-            "pydoc_topics: %d training and %d validation blocks of %d tokens",
-            len(train),
-            0 if val is None else len(val),
-            block_size,
-        )
-        return train, val if val is not None else SampleList([])
-    images, labels = digits_arrays()
-    dataset = ImageDataset(images, labels)
-    train_index, val_index = split_indices(len(dataset), validation_split, seed)
-    return dataset.select(train_index), dataset.select(val_index)
+    from treadle.data.samples import SampleList
+
+    dataset = get_dataset(name, plugin_manager)
+    if task_spec is None:
+        from treadle.config import TrainingConfig
+
+        task_spec = dataset.default_task(TrainingConfig())
+    check_task_fits(name, dataset, task_spec)
+    _check_options(name, dataset, options)
+    loaded = dataset.load(
+        task_spec, tokenizer=tokenizer, validation_split=validation_split, seed=seed, **options
+    )
+    train, val = _checked_result(name, loaded)
+    return train, val if val is not None else SampleList([])
 
 
-def check_task_fits(info: NamedDataset, task_spec: TaskSpec) -> None:
-    """:raises DataError: ``task_spec`` is not of a type and modality ``info`` serves."""
-    if task_spec.task_type in info.task_types and task_spec.modality == info.modality:
+def check_task_fits(name: str, dataset: NamedDataset, task_spec: TaskSpec) -> None:
+    """:raises DataError: ``task_spec`` is not of a type and modality ``dataset`` serves."""
+    if task_spec.task_type in dataset.task_types and task_spec.modality in dataset.modalities:
         return
     msg = (
-        f"data set {info.name!r} serves {' or '.join(info.task_types)} on {info.modality}, not "
-        f"task {task_spec.name!r} ({task_spec.task_type} on {task_spec.modality}); use a task "
-        f"of that type (TrainingConfig task = {info.task_types[0]!r})"
+        f"data set {name!r} serves {' or '.join(dataset.task_types)} on "
+        f"{' or '.join(dataset.modalities)}, not task {task_spec.name!r} "
+        f"({task_spec.task_type} on {task_spec.modality}); use a task of that type "
+        f"(TrainingConfig task = {dataset.task_types[0]!r})"
     )
     raise DataError(msg)
 
 
-def pydoc_documents(max_chars: int = PYDOC_DOCUMENT_CHARS) -> list[Record]:
-    """The Python reference documentation's topics, as documents of whole paragraphs of
-    about ``max_chars`` characters (a longer paragraph stays whole), in topic order.
-
-    :raises DataError: this Python lacks ``pydoc_data`` (some Linux distributions package it
-        separately).
-    """
-    try:
-        from pydoc_data.topics import topics
-    except ImportError as err:
-        msg = (
-            f"the pydoc_topics data set reads the standard library's pydoc_data, which this "
-            f"Python lacks ({err}); install your distribution's full Python standard library "
-            f"package, or use another data set"
+def _check_options(name: str, dataset: NamedDataset, options: dict[str, Any]) -> None:
+    if not options:
+        return
+    parameters = inspect.signature(dataset.load).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    unknown = sorted(set(options) - set(parameters))
+    if unknown:
+        known = sorted(
+            parameter
+            for parameter, details in parameters.items()
+            if details.kind is inspect.Parameter.KEYWORD_ONLY
+            and parameter not in ("tokenizer", "validation_split", "seed")
         )
-        raise DataError(msg) from err
-    documents: list[Record] = []
-    for topic in sorted(topics):
-        paragraphs = [part.strip("\n") for part in topics[topic].split("\n\n") if part.strip()]
-        group: list[str] = []
-        size = 0
-        part = 0
-        for paragraph in [*paragraphs, None]:
-            if group and (paragraph is None or size + len(paragraph) > max_chars):
-                location = f"pydoc_data.topics[{topic!r}] part {part}"
-                documents.append(Record(location, {"text": "\n\n".join(group)}))
-                group, size, part = [], 0, part + 1
-            if paragraph is not None:
-                group.append(paragraph)
-                size += len(paragraph) + 2
-    return documents
-
-
-def digits_arrays() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's digits: ``(1797, 1, 8, 8)`` float32 images in ``[0, 1]`` and
-    ``(1797,)`` long labels.
-
-    :raises DataError: scikit-learn is not installed (naming ``pip install "treadle[vision]"``).
-    """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:
         msg = (
-            f'the digits data set needs scikit-learn: pip install "treadle[vision]" '
-            f"(or pip install scikit-learn) ({err})"
+            f"data set {name!r} takes no option {', '.join(map(repr, unknown))}; its options: "
+            f"{', '.join(known) or 'none'}"
         )
-        raise DataError(msg) from err
-    bunch: Any = load_digits()
-    # pixel values are counts 0..16 of set bits in 4x4 blocks of the 32x32 original
-    images = torch.as_tensor(bunch.images, dtype=torch.float32).div(16.0).unsqueeze(1)
-    labels = torch.as_tensor(bunch.target, dtype=torch.long)
-    return images.contiguous(), labels
+        raise DataError(msg)
+
+
+def _checked_result(
+    name: str, loaded: object
+) -> tuple[SizedDataset[Any], SizedDataset[Any] | None]:
+    """The ``(train, val)`` a data set's ``load`` returned, checked at the plugin boundary."""
+    if isinstance(loaded, tuple) and len(loaded) == 2:
+        train, val = loaded
+        if isinstance(train, Sized) and (val is None or isinstance(val, Sized)):
+            return train, val  # type: ignore[return-value]  # map-style: checked for len()
+    msg = (
+        f"data set {name!r} returned {type(loaded).__name__} from load(); a data set returns "
+        f"(train, val): two map-style datasets with len(), val None when nothing is held out"
+    )
+    raise DataError(msg)

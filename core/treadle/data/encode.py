@@ -23,8 +23,8 @@ import attrs
 import torch
 
 from treadle.data.files import Record
-from treadle.data.samples import SampleList, SizedDataset, TokenBlocks
-from treadle.data.tokenizer import TextEncoder
+from treadle.data.samples import SampleList, SizedDataset, TokenBlocks, split_indices
+from treadle.data.tokenizer import ByteTokenizer, TextEncoder, text_encoder
 from treadle.errors import DataError
 from treadle.task import TaskSpec
 
@@ -33,6 +33,7 @@ __all__ = [
     "Columns",
     "build_dataset",
     "check_records",
+    "datasets_from_records",
     "infer_classes",
     "resolve_columns",
     "sample_kind",
@@ -178,7 +179,7 @@ def build_dataset(
     if kind == "language_modeling":
         block_size = task_spec.max_seq_len or DEFAULT_BLOCK_SIZE
         return token_blocks(
-            (encoder(_text(record, columns.inputs)) for record in records), block_size
+            (_token_ids(record, columns.inputs, encoder) for record in records), block_size
         )
     target = columns.target
     if target is None:
@@ -199,6 +200,58 @@ def build_dataset(
             target_ids = _encoded(record, target, encoder, target_limit)
             samples.append({"input_ids": input_ids, "target_ids": target_ids})
     return SampleList(samples)
+
+
+def datasets_from_records(
+    records: Sequence[Record],
+    task_spec: TaskSpec,
+    *,
+    tokenizer: Any = None,
+    validation_split: float = 0.1,
+    seed: int = 42,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    validation_records: Sequence[Record] | None = None,
+    source: str | None = None,
+) -> tuple[SizedDataset[Any], SizedDataset[Any] | None]:
+    """The training and validation datasets of ``task_spec``'s samples from ``records``: what
+    data files, Hugging Face rows and record-based named data sets go through.
+
+    Every record is checked before any sample is built. The records are split at random by
+    ``seed`` (:func:`~treadle.data.samples.split_indices`) before samples are made, so no
+    language-modeling block straddles the split.
+
+    :param tokenizer: for text: what :func:`~treadle.data.tokenizer.text_encoder` accepts;
+        default :class:`~treadle.data.tokenizer.ByteTokenizer`.
+    :param validation_split: the fraction of ``records`` held out; 0 gives no validation side.
+    :param text_column: the text (vision: image) column; default the task's.
+    :param label_column: the label (sequence to sequence: target) column; default the task's.
+    :param validation_records: a validation side of its own (a data set's validation split):
+        then every one of ``records`` trains and ``validation_split`` is not used.
+    :param source: what the records were read from (a file, a data set's name), named by the
+        errors that concern all of them (too few to split, too few tokens).
+    :returns: ``(train, val)``; ``val`` is ``None`` when there is no validation side.
+    :raises DataError: a missing column or a bad value, naming the record's location.
+    """
+    try:
+        columns = resolve_columns(task_spec, records, text_column, label_column)
+        encoder = text_encoder(tokenizer if tokenizer is not None else ByteTokenizer())
+        check_records(records, columns)  # before splitting: the first bad line is named
+        if validation_records is not None:
+            check_records(validation_records, columns)
+            train = build_dataset(records, task_spec, encoder, columns)
+            return train, build_dataset(validation_records, task_spec, encoder, columns)
+        train_index, val_index = split_indices(len(records), validation_split, seed)
+        train = build_dataset([records[i] for i in train_index], task_spec, encoder, columns)
+        if not val_index:
+            return train, None
+        val = build_dataset([records[i] for i in val_index], task_spec, encoder, columns)
+        return train, val
+    except DataError as err:
+        if source is None or source in str(err):
+            raise
+        msg = f"{source}: {err}"
+        raise DataError(msg) from None
 
 
 def token_blocks(documents: Iterable[list[int]], block_size: int) -> TokenBlocks:
@@ -223,8 +276,22 @@ def _text(record: Record, column: str) -> str:
     return value
 
 
+def _token_ids(record: Record, column: str, encoder: TextEncoder) -> list[int]:
+    text = _text(record, column)
+    try:
+        return encoder(text)
+    except UnicodeEncodeError as err:
+        # JSON can escape half of a surrogate pair ("\\ud800"); no UTF-8 text holds one
+        msg = (
+            f"{record.location}: column {column!r} holds {text[err.start]!r} at character "
+            f"{err.start}, half of a surrogate pair, which is not text ({err.reason}); the "
+            f"file escapes a character's first or second half alone"
+        )
+        raise DataError(msg) from None
+
+
 def _encoded(record: Record, column: str, encoder: TextEncoder, limit: int | None) -> list[int]:
-    ids = encoder(_text(record, column))
+    ids = _token_ids(record, column, encoder)
     if not ids:
         msg = (
             f"{record.location}: column {column!r} encodes to no tokens (empty text?); drop "

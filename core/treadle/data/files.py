@@ -13,7 +13,10 @@ import importlib
 import io
 import json
 import logging
-from collections.abc import Mapping
+import os
+import stat
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +24,24 @@ import attrs
 
 from treadle.errors import DataError
 
-__all__ = ["SUFFIXES", "Record", "read_records"]
+__all__ = ["SUFFIXES", "Record", "path_exists", "read_records", "user_path"]
 
 logger = logging.getLogger(__name__)
 
 #: File suffixes :func:`read_records` reads (``.parquet`` needs pyarrow).
 SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt", ".parquet")
+
+
+def user_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded (left as it is when that user does
+    not exist: ``Path.expanduser`` raises ``RuntimeError`` there)."""
+    return Path(os.path.expanduser(os.fspath(path)))
+
+
+def path_exists(path: Path) -> bool:
+    """Whether ``path`` exists; ``False`` for names no file can have (a NUL byte, too long),
+    where ``Path.exists`` raises."""
+    return os.path.exists(path)
 
 
 @attrs.frozen
@@ -51,14 +66,21 @@ def read_records(path: str | Path, *, text_column: str = "text") -> list[Record]
     text is in ``text_column``. ``.parquet``: the table's rows (needs pyarrow). Text files
     must be UTF-8 (a byte-order mark is allowed).
 
-    :raises DataError: the file is missing, empty, of an unknown kind, not UTF-8 (naming the
-        byte offset and line), or malformed (naming the line, and the column where known).
+    :raises DataError: the file is missing or cannot be opened (naming the system's reason),
+        empty, of an unknown kind, not UTF-8 (naming the byte offset and line), or malformed
+        or beyond what Python's JSON parser reads (naming the line, and the column where
+        known).
     """
-    file = Path(path).expanduser()
-    if not file.exists():
+    file = user_path(path)
+    try:
+        status = file.stat()
+    except FileNotFoundError:
         msg = f"data file not found: {file} (working directory: {Path.cwd()})"
-        raise DataError(msg)
-    if not file.is_file():
+        raise DataError(msg) from None
+    except (OSError, ValueError) as err:  # ValueError: a NUL byte in the name
+        msg = f"data file {str(file)!r} cannot be opened: {_reason(err)}"
+        raise DataError(msg) from None
+    if not stat.S_ISREG(status.st_mode):  # a folder, a FIFO, a device
         msg = f"{file} is not a file; give a data file ({', '.join(SUFFIXES)})"
         raise DataError(msg)
     suffix = file.suffix.lower()
@@ -68,7 +90,7 @@ def read_records(path: str | Path, *, text_column: str = "text") -> list[Record]
             f"{', '.join(SUFFIXES)}"
         )
         raise DataError(msg)
-    if file.stat().st_size == 0:
+    if status.st_size == 0:
         msg = f"{file}: the file is empty (0 bytes); it must hold at least one record"
         raise DataError(msg)
     if suffix == ".parquet":
@@ -91,7 +113,11 @@ def read_records(path: str | Path, *, text_column: str = "text") -> list[Record]
 
 
 def _read_utf8(file: Path) -> str:
-    data = file.read_bytes()
+    try:
+        data = file.read_bytes()
+    except OSError as err:
+        msg = f"{file}: cannot be read: {_reason(err)}"
+        raise DataError(msg) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -126,6 +152,9 @@ def _read_jsonl(file: Path, text: str) -> list[Record]:
                 f"line must hold one JSON object"
             )
             raise DataError(msg) from None
+        except (ValueError, RecursionError) as err:
+            _, column, what, fix = _beyond_json_limits(line, err)
+            raise DataError(f"{file}:{number}: {what} at column {column}; {fix}") from None
         if not isinstance(value, dict):
             msg = (
                 f"{file}:{number}: expected a JSON object on each line, found "
@@ -144,6 +173,10 @@ def _read_json(file: Path, text: str) -> list[Record]:
             f"{file}:{err.lineno}: malformed JSON ({err.msg} at line {err.lineno}, column "
             f"{err.colno})"
         )
+        raise DataError(msg) from None
+    except (ValueError, RecursionError) as err:
+        line, column, what, fix = _beyond_json_limits(text, err)
+        msg = f"{file}:{line}: {what} at line {line}, column {column}; {fix}"
         raise DataError(msg) from None
     rows = _json_rows(file, value)
     records = []
@@ -244,6 +277,57 @@ def _read_parquet(file: Path) -> list[Record]:
         msg = f"{file}: not a readable Parquet file ({type(err).__name__}: {err})"
         raise DataError(msg) from err
     return [Record(f"{file} [row {index}]", row) for index, row in enumerate(table.to_pylist())]
+
+
+def _beyond_json_limits(text: str, err: ValueError | RecursionError) -> tuple[int, int, str, str]:
+    """Where (line, column) and what Python's JSON parser refused in ``text``, and the fix:
+    nesting past the recursion limit, or an integer past ``sys.get_int_max_str_digits()``,
+    both of which it reports without a position."""
+    if isinstance(err, RecursionError):
+        depth, offset = _json_scan(text, lambda offset, depth, digits: False)
+        what = f"JSON nested {depth} levels deep"
+        fix = f"Python reads about {sys.getrecursionlimit()} levels; flatten the data"
+    else:
+        limit = sys.get_int_max_str_digits()
+        _, offset = _json_scan(text, lambda offset, depth, digits: digits > limit)
+        what = f"a JSON number of more than {limit} digits"
+        fix = f"Python reads integers of up to {limit} digits; store longer numbers as text"
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1, what, fix
+
+
+def _json_scan(text: str, stop: Callable[[int, int, int], bool]) -> tuple[int, int]:
+    """Walk ``text`` outside its strings, tracking nesting depth and the length of the digit
+    run so far; returns ``(depth, offset)`` where ``stop(offset, depth, digits)`` first holds,
+    else the deepest nesting and where it is first reached."""
+    depth = deepest = deepest_at = digits = 0
+    in_string = escaped = False
+    for offset, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+            continue
+        digits = digits + 1 if char.isdigit() else 0
+        if char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, deepest_at = depth, offset
+        elif char in "]}":
+            depth -= 1
+        if stop(offset, depth, digits):
+            return depth, offset
+    return deepest, deepest_at
+
+
+def _reason(err: BaseException) -> str:
+    strerror = getattr(err, "strerror", None)
+    return str(strerror) if strerror else str(err)
 
 
 def _clip(value: Any, limit: int = 60) -> str:

@@ -17,8 +17,8 @@ number of workers; ``loader.sampler`` is a :class:`~treadle.data.samplers.Resuma
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sized
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping, Sized
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import attrs
 import torch
@@ -33,9 +33,25 @@ if TYPE_CHECKING:
     from treadle.task import TaskSpec
 
 # seed_worker is treadle.seed's, named here too for the data layer's users
-__all__ = ["DataLoaderConfig", "DataLoaderFactory", "seed_worker"]
+__all__ = ["DataLoaderConfig", "DataLoaderFactory", "seed_worker", "yields_batches"]
 
 logger = logging.getLogger(__name__)
+
+
+def yields_batches(data: object) -> TypeGuard[Iterable[Any]]:
+    """Whether ``data`` is ready batches (used as given) rather than samples to batch with
+    the task's collator: what the Trainer asks of its ``train_data`` and ``eval_data``.
+
+    Samples: a map-style ``Dataset`` (``TensorDataset`` and other datasets of ``(input,
+    label)`` tuples too) and a ``list`` whose items are dicts, a dataset of samples as for
+    ``DataLoader`` and Hugging Face's ``Trainer``. Batches: a ``DataLoader`` or any other
+    iterable (a ``list`` of tuples included, as before).
+    """
+    if isinstance(data, Dataset):
+        return False
+    if isinstance(data, list) and data and isinstance(data[0], Mapping):
+        return False
+    return isinstance(data, Iterable)
 
 
 def _optional_at_least_1(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

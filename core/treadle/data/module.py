@@ -1,12 +1,12 @@
 """UniversalDataModule: a task's training and validation data from a file, a Hugging Face
-data set or a built-in data set, as datasets or ready DataLoaders.
+data set or a registered named data set, as datasets or ready DataLoaders.
 
 ::
 
     module = UniversalDataModule(task_spec=task, batch_size=32, num_workers=4, seed=42)
     train_loader, val_loader = module.load_from_file("data.jsonl", validation_split=0.1)
     train_loader, val_loader = module.load_huggingface("wikitext", "wikitext-103-v1")
-    train_loader, val_loader = module.load_named("pydoc_topics")
+    train_loader, val_loader = module.load_named(name)  # a name in list_datasets()
 
 Text is tokenized by the built-in :class:`~treadle.data.tokenizer.ByteTokenizer` unless a
 tokenizer is given (any Hugging Face tokenizer, or an object with ``encode``). Everything is
@@ -17,6 +17,7 @@ read and checked before a loader is returned: bad input raises
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,23 +25,12 @@ import attrs
 import torch
 from torch.utils.data import DataLoader
 
-from treadle.data.datasets import check_task_fits, dataset_info, load_named_dataset
-from treadle.data.encode import (
-    Columns,
-    build_dataset,
-    check_records,
-    infer_classes,
-    resolve_columns,
-)
-from treadle.data.files import SUFFIXES, Record, read_records
+from treadle.data.datasets import check_task_fits, get_dataset, load_named_dataset
+from treadle.data.encode import datasets_from_records, infer_classes
+from treadle.data.files import SUFFIXES, Record, path_exists, read_records, user_path
 from treadle.data.loaders import DataLoaderConfig, DataLoaderFactory
-from treadle.data.samples import Head, SampleList, SizedDataset, split_indices
-from treadle.data.tokenizer import (
-    ByteTokenizer,
-    text_encoder,
-    tokenizer_pad_id,
-    vocabulary_size,
-)
+from treadle.data.samples import Head, SampleList, SizedDataset
+from treadle.data.tokenizer import ByteTokenizer, tokenizer_pad_id, vocabulary_size
 from treadle.errors import ConfigError, DataError, UnknownNameError
 from treadle.task import TaskSpec
 
@@ -55,6 +45,10 @@ logger = logging.getLogger(__name__)
 #: ``TrainingConfig.task`` values for data files, besides a path to a TaskSpec file.
 FILE_TASKS = ("language_modeling", "classification", "image_classification", "sequence_to_sequence")
 _TASK_ALIASES = {"vision": "image_classification", "vision_tiny": "image_classification"}
+
+#: The registered data set that :meth:`UniversalDataModule.load_huggingface` (a name the spec
+#: gives) is the face of; a plugin may register its own under it with ``override=True``.
+HUGGINGFACE_DATASET = "huggingface"
 
 Loaders = tuple[DataLoader[Any], DataLoader[Any] | None]
 
@@ -123,7 +117,13 @@ class UniversalDataModule:
             bad value; naming the file and line or byte offset.
         """
         records = read_records(file_path, text_column=text_column or self.task_spec.text_column)
-        return self._load_records(records, validation_split, text_column, label_column)
+        return self._load_records(
+            records,
+            validation_split,
+            text_column,
+            label_column,
+            source=str(user_path(file_path)),
+        )
 
     def load_huggingface(
         self,
@@ -149,23 +149,26 @@ class UniversalDataModule:
         :raises DataError: offline, ``datasets`` missing, a split or column missing, a bad
             value (naming the split and row).
         """
-        from treadle.data.hub import hub_records
-
-        train, val = hub_records(
-            dataset_name, dataset_config, train_split, validation_split, max_samples, **load_options
+        return self.load_named(
+            HUGGINGFACE_DATASET,
+            dataset_name=dataset_name,
+            dataset_config=dataset_config,
+            train_split=train_split,
+            validation_split_name=validation_split,
+            max_samples=max_samples,
+            text_column=text_column,
+            label_column=label_column,
+            **load_options,
         )
-        if val is None:
-            return self._load_records(train, 0.1, text_column, label_column)
-        columns = resolve_columns(self.task_spec, train, text_column, label_column)
-        self._set(self._build(train, columns), self._build(val, columns))
-        return self.dataloaders()
 
-    def load_named(self, name: str, validation_split: float = 0.1) -> Loaders:
-        """Load a built-in data set (``pydoc_topics``, ``digits``; see
-        :func:`~treadle.data.datasets.list_datasets`) and return the loaders.
+    def load_named(self, name: str, validation_split: float = 0.1, **options: Any) -> Loaders:
+        """Load a registered data set (see :func:`~treadle.data.datasets.list_datasets`) and
+        return the loaders.
 
-        :raises UnknownNameError: no built-in data set has that name.
-        :raises DataError: the task does not fit the data set, or its extra is missing.
+        :param options: passed to the data set's ``load``.
+        :raises UnknownNameError: no data set has that name; the message lists them.
+        :raises DataError: the task does not fit the data set, an option is unknown to it,
+            or its extra is missing.
         """
         train, val = load_named_dataset(
             name,
@@ -173,8 +176,10 @@ class UniversalDataModule:
             tokenizer=self.tokenizer,
             validation_split=validation_split,
             seed=self.seed,
+            plugin_manager=self.plugin_manager,
+            **options,
         )
-        self._set(train, val if validation_split > 0 else None)
+        self._set(train, val if len(val) > 0 else None)
         return self.dataloaders()
 
     # -- results -----------------------------------------------------------------------------
@@ -229,13 +234,13 @@ class UniversalDataModule:
         The split is then cut to ``config.max_train_samples`` / ``config.max_val_samples``
         (the first ones of each side) when they are set.
 
-        ``config.dataset`` is a built-in name (its task: ``pydoc_topics`` gives
-        ``TaskSpec.language_modeling(max_seq_len=config.max_seq_len)``, ``digits``
-        ``TaskSpec.vision_tiny()``) or a data file path, read with the task ``config.task``
-        names (one of ``FILE_TASKS``; classes are counted from the labels). ``config.task``
-        may also be the path of a TaskSpec JSON or TOML file.
+        ``config.dataset`` is the name of a registered data set (see
+        :func:`~treadle.data.datasets.list_datasets`; its task is its ``default_task(config)``)
+        or a data file path, read with the task ``config.task`` names (one of ``FILE_TASKS``;
+        classes are counted from the labels). ``config.task`` may also be the path of a
+        TaskSpec JSON or TOML file.
 
-        :raises UnknownNameError: ``config.dataset`` is neither a built-in name nor a file.
+        :raises UnknownNameError: ``config.dataset`` is neither a registered name nor a file.
         :raises ConfigError: the task is unknown or does not fit the data set, or
             ``config.vocab_size`` is smaller than the tokenizer's.
         :raises DataError: the data file is bad (naming file and line).
@@ -243,28 +248,8 @@ class UniversalDataModule:
         name = config.dataset
         task_file = _task_file(config.task)
         records: list[Record] | None = None
-        try:
-            info = dataset_info(name)
-        except UnknownNameError:
-            if not _looks_like_path(name):
-                raise
-            info = None
-        if info is not None:
-            if task_file is not None:
-                task = TaskSpec.load(task_file)
-            else:
-                task_type = _TASK_ALIASES.get(config.task, config.task)
-                if task_type not in info.task_types:
-                    msg = (
-                        f"data set {name!r} is for {' or '.join(info.task_types)}, but the "
-                        f"config's task is {config.task!r}; set task = {info.task_types[0]!r}"
-                    )
-                    raise ConfigError(msg)
-                task = info.task_spec(config.max_seq_len)
-            try:
-                check_task_fits(info, task)
-            except DataError as err:
-                raise ConfigError(str(err)) from None
+        if _is_registered(name, plugin_manager) or not _looks_like_path(name):
+            task = _named_task(name, config, task_file, plugin_manager)
         else:
             records = read_records(name)
             task = TaskSpec.load(task_file) if task_file else _file_task(config, records, name)
@@ -280,15 +265,8 @@ class UniversalDataModule:
         if records is None:
             module.load_named(name, config.validation_split)
         else:
-            columns = resolve_columns(task, records)
-            check_records(records, columns)  # before splitting: the first bad line is named
-            train_index, val_index = split_indices(
-                len(records), config.validation_split, config.random_seed
-            )
-            module._set(
-                module._build([records[i] for i in train_index], columns),
-                module._build([records[i] for i in val_index], columns),
-            )
+            source = str(user_path(name))
+            module._load_records(records, config.validation_split, None, None, source=source)
         module._cap(config.max_train_samples, config.max_val_samples)
         return module
 
@@ -309,17 +287,21 @@ class UniversalDataModule:
         validation_split: float,
         text_column: str | None,
         label_column: str | None,
+        *,
+        source: str,
     ) -> Loaders:
-        columns = resolve_columns(self.task_spec, records, text_column, label_column)
-        check_records(records, columns)  # before splitting: the first bad line is named
-        train_index, val_index = split_indices(len(records), validation_split, self.seed)
-        train = self._build([records[i] for i in train_index], columns)
-        val = self._build([records[i] for i in val_index], columns) if val_index else None
+        train, val = datasets_from_records(
+            records,
+            self.task_spec,
+            tokenizer=self.tokenizer,
+            validation_split=validation_split,
+            seed=self.seed,
+            text_column=text_column,
+            label_column=label_column,
+            source=source,
+        )
         self._set(train, val)
         return self.dataloaders()
-
-    def _build(self, records: list[Record], columns: Columns) -> SizedDataset[Any]:
-        return build_dataset(records, self.task_spec, text_encoder(self.tokenizer), columns)
 
     def _set(self, train: SizedDataset[Any], val: SizedDataset[Any] | None) -> None:
         self._train, self._val = train, val
@@ -353,15 +335,55 @@ class UniversalDataModule:
         )
 
 
+def _is_registered(name: str, plugin_manager: PluginManager | None) -> bool:
+    from treadle.plugins import get_registry
+
+    return name in get_registry("datasets", plugin_manager)
+
+
+def _named_task(
+    name: str,
+    config: TrainingConfig,
+    task_file: Path | None,
+    plugin_manager: PluginManager | None,
+) -> TaskSpec:
+    """The task a config trains the registered data set ``name`` with.
+
+    :raises UnknownNameError: ``name`` is not registered (the message adds data files).
+    :raises ConfigError: ``config.task`` does not fit the data set.
+    """
+    try:
+        dataset = get_dataset(name, plugin_manager)
+    except UnknownNameError as err:
+        msg = f"{err.args[0]} Or give the path of a data file ({', '.join(SUFFIXES)})."
+        raise UnknownNameError(msg) from None
+    if task_file is not None:
+        task = TaskSpec.load(task_file)
+    else:
+        task_type = _TASK_ALIASES.get(config.task, config.task)
+        if task_type not in dataset.task_types:
+            msg = (
+                f"data set {name!r} is for {' or '.join(dataset.task_types)}, but the "
+                f"config's task is {config.task!r}; set task = {dataset.task_types[0]!r}"
+            )
+            raise ConfigError(msg)
+        task = dataset.default_task(config)
+    try:
+        check_task_fits(name, dataset, task)
+    except DataError as err:
+        raise ConfigError(str(err)) from None
+    return task
+
+
 def _looks_like_path(name: str) -> bool:
-    path = Path(name).expanduser()
-    return path.exists() or path.suffix.lower() in SUFFIXES or "/" in name or "\\" in name
+    path = user_path(name)
+    return path_exists(path) or path.suffix.lower() in SUFFIXES or "/" in name or "\\" in name
 
 
 def _task_file(task: str) -> Path | None:
-    path = Path(task).expanduser()
+    path = user_path(task)
     if path.suffix.lower() in (".json", ".toml"):
-        if not path.is_file():
+        if not os.path.isfile(path):
             msg = f"task file not found: {path}"
             raise ConfigError(msg)
         return path

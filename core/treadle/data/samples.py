@@ -1,13 +1,16 @@
-"""Map-style datasets of ready samples, and the seeded train/validation split.
+"""Map-style datasets of ready samples, what a sample is, and the seeded train/validation
+split.
 
 Samples are what the collators take: ``{"input_ids": ...}`` for language modeling,
 ``{"input_ids", "label"}`` for classification, ``{"pixel_values": (C, H, W), "label"}`` for
-vision, ``{"input_ids", "target_ids"}`` for sequence to sequence.
+vision, ``{"input_ids", "target_ids"}`` for sequence to sequence. A sample may also be an
+``(input, label)`` tuple, as ``TensorDataset`` and torchvision's datasets give them: it is read
+as ``{"input": input, "labels": label}`` (:func:`sample_fields`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -15,9 +18,52 @@ from torch.utils.data import Dataset
 
 from treadle.errors import DataError
 
-__all__ = ["ImageDataset", "SampleList", "SizedDataset", "TokenBlocks", "split_indices"]
+__all__ = [
+    "TUPLE_SAMPLE_FIELDS",
+    "ImageDataset",
+    "SampleList",
+    "SizedDataset",
+    "TokenBlocks",
+    "sample_fields",
+    "split_indices",
+]
+
+#: The fields of an ``(input, label)`` tuple sample: ``input`` is the argument name of
+#: PyTorch's own modules' ``forward`` (``nn.Sequential``, ``nn.Linear``), so the model receives
+#: it as ``model(input=...)``; ``labels`` is the batch field the losses read.
+TUPLE_SAMPLE_FIELDS = ("input", "labels")
 
 _Sample = TypeVar("_Sample", covariant=True)
+
+
+def sample_fields(sample: object, index: int, where: str) -> Mapping[str, Any]:
+    """One sample as a mapping of fields: a mapping as it is; a 2-tuple ``(input, label)``
+    (what ``TensorDataset`` and torchvision's datasets give) as
+    ``{"input": input, "labels": label}``.
+
+    :param index: the sample's position in its batch, for errors.
+    :param where: who reads it, to start error messages (``"classification collator"``).
+    :raises DataError: a tuple of another length, or anything else; the message names the
+        sample and the fix.
+    """
+    if isinstance(sample, Mapping):
+        return sample
+    if isinstance(sample, tuple):
+        if len(sample) == len(TUPLE_SAMPLE_FIELDS):
+            return dict(zip(TUPLE_SAMPLE_FIELDS, sample, strict=True))
+        msg = (
+            f"{where}: sample {index} is a tuple of {len(sample)} items; a tuple sample is "
+            f"(input, label), read as {{'input': ..., 'labels': ...}}. For more (or fewer) "
+            f"fields, return a dict from the dataset's __getitem__, e.g. {{'input': x, "
+            f"'mask': m, 'labels': y}}: the model receives every field but 'labels' as a "
+            f"keyword argument"
+        )
+        raise DataError(msg)
+    msg = (
+        f"{where}: sample {index} is a {type(sample).__name__}, not a dict of fields or an "
+        f"(input, label) tuple"
+    )
+    raise DataError(msg)
 
 
 class SizedDataset(Dataset[_Sample]):

@@ -138,9 +138,10 @@ class Trainer:
     def _as_loader(self, data: Any, *, is_eval: bool) -> Iterable[Any]:
         """A Dataset through the task's DataLoaderFactory; a DataLoader, or any other
         re-iterable of ready batches, as given."""
-        if not isinstance(data, torch.utils.data.Dataset) and isinstance(data, Iterable):
+        from treadle.data import DataLoaderConfig, DataLoaderFactory, yields_batches
+
+        if yields_batches(data):  # a list of sample dicts is a dataset, not batches
             return data
-        from treadle.data import DataLoaderConfig, DataLoaderFactory
 
         config = self.training_config
         factory = DataLoaderFactory(

@@ -114,6 +114,10 @@ def _same(left: Any, right: Any) -> bool:
         return len(left) == len(right) and all(
             _same(a, b) for a, b in zip(left, right, strict=True)
         )
+    if hasattr(left, "__array__") and hasattr(right, "__array__"):  # numpy arrays, PIL images
+        import numpy
+
+        return bool(numpy.array_equal(numpy.asarray(left), numpy.asarray(right)))
     return bool(left == right)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from treadle.data.files import Record
+from treadle.data import Record
 from treadle.errors import DataError
 
 __all__ = ["HUB_PROBE_SECONDS", "check_hub_reachable", "hub_records", "is_offline"]
@@ -66,8 +66,9 @@ def hub_records(
     :raises DataError: offline with a hub name, the hub unreachable, ``datasets`` missing, or
         the split absent (naming the splits there are).
     """
-    local = Path(dataset_name).expanduser()
-    is_local = local.exists()
+    # os.path: Path.expanduser raises for an unknown ~user, Path.exists for a NUL byte
+    local = Path(os.path.expanduser(dataset_name))
+    is_local = bool(dataset_name) and os.path.exists(local)
     if not is_local:
         offline = is_offline()
         if offline and not _cached_copy(dataset_name):
@@ -164,7 +165,7 @@ def _cached_copy(dataset_name: str) -> bool:
         datasets_cache / dataset_name.replace("/", "___"),
         hub_cache / ("datasets--" + dataset_name.replace("/", "--")),
     ]
-    return any(path.is_dir() for path in candidates)
+    return any(os.path.isdir(path) for path in candidates)
 
 
 def _import_datasets() -> Any:
