@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from treadle.commands.table import format_table
 from treadle.errors import TreadleError
 from treadle.registry import KINDS
+from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
     from treadle.plugins import PluginManager
