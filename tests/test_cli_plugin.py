@@ -244,3 +244,19 @@ def test_everyday_commands_start_without_importing_torch(
     assert found["torch"] is False
     if command[0] != "--help":
         assert len(completed.stdout.splitlines()) >= 3, "a header, a rule and a row"
+
+
+def test_plugins_check_loads_every_reference_and_shows_a_broken_one(
+    fake_plugin_dist: FakeDist, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_plugin_dist(
+        "acme-treadle", "1.0.0", {"acme": "acme_broken"}, {"acme_broken": BROKEN_COMMAND}
+    )
+    assert main(["plugins", "--json"]) == 0, "listing imports no reference"
+    listed = {record["name"]: record for record in json.loads(capsys.readouterr().out)}
+    assert listed["acme"]["status"] == "loaded"
+    assert main(["plugins", "--check", "--json"]) == 1
+    checked = {record["name"]: record for record in json.loads(capsys.readouterr().out)}
+    assert checked["acme"]["status"] == "broken"
+    assert "'acme_missing_module:Command'" in checked["acme"]["error"]
+    assert checked["losses"]["status"] == "loaded", "the built-ins' references load"
