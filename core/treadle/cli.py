@@ -27,12 +27,12 @@ __all__ = ["build_parser", "main"]
 
 
 class _UnavailableCommand:
-    """Stands in for a registered command that fails to load: listed in ``--help`` with the
-    cause, and running it reports the error."""
+    """Stands in for a registered command that fails to load: listed in ``--help`` as
+    unavailable, and running it reports the error."""
 
     def __init__(self, error: TreadleError) -> None:
         self.error = error
-        self.help = f"(unavailable: {error})"
+        self.help = f"unavailable: failed to load ({type(error).__name__}; run it for the cause)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Takes any arguments (the command line lets them through), to report the error."""
