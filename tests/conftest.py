@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _no_env_disabled_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TREADLE_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("TREADLE_TRACE_HOOKS", raising=False)
+    monkeypatch.delenv("TREADLE_PLUGINS", raising=False)
 
 
 FakeDist = Callable[..., Path]

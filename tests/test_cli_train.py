@@ -13,8 +13,8 @@ import pytest
 
 from tests.trainer_fixtures import needs_main_job
 from treadle.cli import main
-from treadle.commands.train import add_config_arguments, resolve_config
 from treadle.errors import ConfigError
+from treadle_cli.arguments import add_config_arguments, resolve_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -48,7 +48,7 @@ def parse(*argv: str) -> argparse.Namespace:
 def test_values_resolve_defaults_then_preset_then_file_then_flags(tmp_path: Path) -> None:
     config_file = tmp_path / "run.toml"
     config_file.write_text("epochs = 7\nlearning_rate = 0.002\n", encoding="utf-8")
-    resolved = resolve_config(
+    resolved = resolve_arguments(
         parse("--config", str(config_file), "--set", "learning_rate=3e-4", "--epochs", "2")
     )
     assert resolved.config.epochs == 2
@@ -62,11 +62,11 @@ def test_values_resolve_defaults_then_preset_then_file_then_flags(tmp_path: Path
 
 def test_unknown_fields_and_bad_overrides_name_the_problem() -> None:
     with pytest.raises(ConfigError, match="lerning_rate"):
-        resolve_config(parse("--set", "lerning_rate=0.1"))
+        resolve_arguments(parse("--set", "lerning_rate=0.1"))
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
-        resolve_config(parse("--set", "epochs"))
+        resolve_arguments(parse("--set", "epochs"))
     with pytest.raises(ConfigError, match="Unknown preset 'fast'"):
-        resolve_config(parse("--preset", "fast"))
+        resolve_arguments(parse("--preset", "fast"))
 
 
 @needs_main_job

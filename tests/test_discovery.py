@@ -190,3 +190,66 @@ def test_required_plugins_must_be_installed_at_a_matching_version(
     assert "treadle-focal is not installed" in message
     assert "'not a requirement!' is not a valid requirement" in message
     assert 'pip install "acme-treadle>=2.0"' in message
+
+
+# -- TREADLE_PLUGINS: plugins for one process, as pytest's PYTEST_PLUGINS -------------------
+
+PROCESS_PLUGIN = """
+from treadle import hookimpl
+
+class Counter:
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def treadle_on_training_start(self, trainer):
+        self.seen.append(trainer)
+
+counter = Counter()
+
+@hookimpl
+def treadle_register_losses(register):
+    register("from_env", "acme_env_plugin:MeanLoss")
+
+class MeanLoss:
+    def compute_loss(self, logits, labels, inputs=None):
+        return (logits - labels).abs().mean()
+
+    def validate_inputs(self, logits, labels):
+        pass
+"""
+
+
+@pytest.fixture
+def env_plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "acme_env_plugin.py").write_text(PROCESS_PLUGIN, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "acme_env_plugin", raising=False)
+    return "acme_env_plugin"
+
+
+def test_treadle_plugins_loads_modules_and_objects_after_the_entry_points(
+    env_plugin_module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TREADLE_PLUGINS", f"{env_plugin_module}, {env_plugin_module}:counter")
+    manager = make_plugin_manager()
+    infos = {info.name: info for info in manager.plugin_infos()}
+    assert infos[env_plugin_module].status == "registered"
+    assert infos[f"{env_plugin_module}:counter"].target == f"{env_plugin_module}:counter"
+    assert manager.hooks_of(f"{env_plugin_module}:counter") == ["treadle_on_training_start"]
+    assert manager.registry("losses").entry("from_env").provenance.plugin == env_plugin_module
+    assert make_plugin_manager(load_entry_points=False).get_plugin(env_plugin_module) is None
+
+
+def test_a_treadle_plugins_entry_that_fails_stops_start_up_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TREADLE_PLUGINS", "acme_not_installed:plugin")
+    with pytest.raises(PluginLoadError) as caught:
+        make_plugin_manager()
+    message = str(caught.value)
+    assert "'acme_not_installed:plugin' named in TREADLE_PLUGINS failed to load" in message
+    assert "ModuleNotFoundError" in message
+    manager = make_plugin_manager(strict=False)
+    infos = {info.name: info for info in manager.plugin_infos()}
+    assert infos["acme_not_installed:plugin"].status == "broken"

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from treadle.cli import main
-from treadle.commands.export import load_checkpoint_model, parse_model_ref
 from treadle.config import TrainingConfig, TrainingConfigBuilder
 from treadle.errors import ConfigError, TreadleError
 from treadle.export import read_manifest
+from treadle.model_loading import load_checkpoint_model, parse_model_ref
 from treadle.plugins import get_registry
 from treadle.task import TaskSpec
 

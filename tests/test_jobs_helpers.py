@@ -96,7 +96,7 @@ def treadle_register_job_types(register):
 """
 
 #: plugins the test workers keep; every other installed one is disabled
-KEPT_PLUGINS = ("sqlite", "jobtests")
+KEPT_PLUGINS = ("cli", "sqlite", "jobtests")
 
 
 def disabled_plugins() -> str:

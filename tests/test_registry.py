@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import FakeDist
 from treadle import hookimpl
 from treadle.errors import (
     PluginConflictError,
@@ -13,7 +16,7 @@ from treadle.errors import (
     RegistrationError,
     UnknownNameError,
 )
-from treadle.plugins import PluginManager
+from treadle.plugins import PluginManager, make_plugin_manager
 from treadle.testing import isolated_plugin_manager
 
 
@@ -226,3 +229,133 @@ def test_arguments_the_spec_lacks_are_refused_at_registration(
 
     with pytest.raises(PluginLoadError, match="epoch_number"):
         plugin_manager.register(WrongArgs(), name="wrong")
+
+
+# -- "module:attr" references: recorded at once, imported and checked on first use ----------
+
+REFERENCED = """
+import sys
+IMPORTED = True
+
+class MeanLoss:
+    def compute_loss(self, logits, labels, inputs=None):
+        return (logits - labels).abs().mean()
+
+    def validate_inputs(self, logits, labels):
+        pass
+
+class NotALoss:
+    def compute_loss(self, logits, labels, inputs=None):
+        return None
+"""
+
+
+@pytest.fixture
+def referenced_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A module on ``sys.path`` that no test has imported yet; returns its name."""
+    name = f"acme_lazy_{tmp_path.name.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(REFERENCED, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
+
+
+def test_a_reference_is_listed_without_importing_and_imported_on_first_get(
+    referenced_module: str,
+) -> None:
+    manager = isolated_plugin_manager(("acme", losses_plugin(mean=f"{referenced_module}:MeanLoss")))
+    registry = manager.registry("losses")
+    assert registry.names() == ["mean"]
+    assert "mean" in registry
+    (listed,) = registry.entries()
+    assert listed.reference == f"{referenced_module}:MeanLoss"
+    assert listed.provenance.plugin == "acme"
+    assert not listed.is_loaded
+    assert referenced_module not in sys.modules, "listing names imports nothing"
+    loss_class = registry.get("mean")
+    assert loss_class is sys.modules[referenced_module].MeanLoss
+    assert listed.is_loaded
+    assert isinstance(registry.create("mean"), loss_class)
+
+
+def test_a_reference_that_cannot_be_imported_names_plugin_reference_and_cause(
+    fake_plugin_dist: FakeDist,
+) -> None:
+    fake_plugin_dist(
+        "acme-treadle",
+        "1.2.0",
+        {"acme": "acme_treadle"},
+        {
+            "acme_treadle": """
+            from treadle import hookimpl
+
+            @hookimpl
+            def treadle_register_losses(register):
+                register("focal", "acme_treadle_missing.focal:FocalLoss")
+            """
+        },
+    )
+    registry = make_plugin_manager().registry("losses")
+    assert "focal" in registry, "the name is registered before anything is imported"
+    with pytest.raises(PluginLoadError) as caught:
+        registry.get("focal")
+    message = str(caught.value)
+    assert "'focal' from acme: acme-treadle 1.2.0" in message
+    assert "'acme_treadle_missing.focal:FocalLoss'" in message
+    assert "ModuleNotFoundError" in message
+    assert "TREADLE_DISABLE_PLUGINS=acme" in message
+    assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+
+
+def test_a_referenced_object_of_the_wrong_kind_is_refused_on_first_use(
+    referenced_module: str,
+) -> None:
+    manager = isolated_plugin_manager(
+        ("acme", losses_plugin(broken=f"{referenced_module}:NotALoss"))
+    )
+    registry = manager.registry("losses")
+    assert registry.names() == ["broken"]
+    with pytest.raises(RegistrationError) as caught:
+        registry.create("broken")
+    message = str(caught.value)
+    assert "'broken' from acme" in message
+    assert f"imported from '{referenced_module}:NotALoss'" in message
+    assert "validate_inputs" in message
+
+
+def test_a_missing_attribute_of_a_reference_is_a_load_error(referenced_module: str) -> None:
+    manager = isolated_plugin_manager(("acme", losses_plugin(gone=f"{referenced_module}:Gone")))
+    with pytest.raises(PluginLoadError, match="AttributeError"):
+        manager.registry("losses").entry("gone")
+
+
+@pytest.mark.parametrize("text", ["acme.focal", "acme focal:Loss", ":Loss", "acme:", "a:b:c"])
+def test_a_string_that_is_no_reference_is_refused_at_registration(
+    plugin_manager: PluginManager, text: str
+) -> None:
+    with pytest.raises(RegistrationError, match=r"no 'package\.module:attr' reference"):
+        plugin_manager.registry("losses").register("focal", text)
+
+
+def test_references_clash_and_override_like_objects(referenced_module: str) -> None:
+    reference = f"{referenced_module}:MeanLoss"
+    clashing = isolated_plugin_manager(
+        ("first", losses_plugin(mean=reference)), ("second", losses_plugin(mean=SumLoss))
+    )
+    with pytest.raises(PluginConflictError, match="first and second"):
+        clashing.registry("losses").names()
+    overriding = isolated_plugin_manager(
+        ("plain", losses_plugin(mean=MeanLoss)), ("lazy", overriding_plugin("mean", reference))
+    )
+    assert referenced_module not in sys.modules, "a clash is resolved before any import"
+    assert overriding.registry("losses").entry("mean").provenance.plugin == "lazy"
+
+
+def test_runtime_registration_takes_a_reference(
+    plugin_manager: PluginManager, referenced_module: str
+) -> None:
+    registry = plugin_manager.registry("losses")
+    registry.register("mean", f"{referenced_module}:MeanLoss")
+    assert referenced_module not in sys.modules
+    assert registry.entry("mean").provenance.plugin == "runtime"
+    assert registry.get("mean").__name__ == "MeanLoss"

@@ -1,4 +1,8 @@
-"""The ``treadle`` command: core sub-commands plus those plugins register.
+"""The ``treadle`` command: the parser and error handling; every sub-command is a plugin's.
+
+The built-in sub-commands come from the ``cli`` plugin (``treadle_cli``) through
+``treadle_register_commands``, as a third party's do: two plugins registering one name is the
+registry's usual conflict error, unless one of them passes ``override=True``.
 
 Results go to stdout, diagnostics to stderr; ``-v`` / ``-q`` set the log level. Errors treadle
 raises on purpose print as one message and exit with status 2, never as a traceback.
@@ -7,38 +11,53 @@ raises on purpose print as one message and exit with status 2, never as a traceb
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from treadle import __version__
 from treadle.errors import TreadleError
 
-__all__ = ["CORE_COMMANDS", "main"]
+if TYPE_CHECKING:
+    from treadle.plugins import PluginManager
+    from treadle.protocols import Command
 
-logger = logging.getLogger(__name__)
-
-#: Core sub-commands, imported only when run: ``name: "module:Class"``.
-CORE_COMMANDS: dict[str, str] = {
-    "plugins": "treadle.commands.plugins:PluginsCommand",
-    "export": "treadle.commands.export:ExportCommand",
-    "train": "treadle.commands.train:TrainCommand",
-    "verify-resume": "treadle.commands.verify_resume:VerifyResumeCommand",
-    "runs": "treadle.commands.runs:RunsCommand",
-    "registry": "treadle.commands.registry:RegistryCommand",
-    "worker": "treadle.commands.worker:WorkerCommand",
-    "jobs": "treadle.commands.jobs:JobsCommand",
-    "schedule": "treadle.commands.schedule:ScheduleCommand",
-}
+__all__ = ["build_parser", "main"]
 
 
-def _load_core_command(spec: str) -> object:
-    module_name, _, class_name = spec.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)()
+class _UnavailableCommand:
+    """Stands in for a registered command that fails to load: listed in ``--help`` as
+    unavailable, and running it reports the error."""
+
+    def __init__(self, error: TreadleError) -> None:
+        self.error = error
+        self.help = f"unavailable: failed to load ({type(error).__name__}; run it for the cause)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Takes any arguments (the command line lets them through), to report the error."""
+
+    def run(self, args: argparse.Namespace) -> int:
+        raise self.error
 
 
-def build_parser(commands: dict[str, object]) -> argparse.ArgumentParser:
+def load_commands(manager: PluginManager) -> dict[str, Command]:
+    """Every registered command, instantiated; one that fails to load stands in with its error.
+
+    :raises PluginConflictError: two plugins register one command name.
+    """
+    registry = manager.registry("commands")
+    commands: dict[str, Command] = {}
+    for name in registry.names():
+        try:
+            commands[name] = registry.create(name)
+        except TreadleError as err:
+            commands[name] = _UnavailableCommand(err)
+    return commands
+
+
+def build_parser(commands: Mapping[str, Command]) -> argparse.ArgumentParser:
+    """The ``treadle`` parser with one sub-parser per command, sorted by name."""
     parser = argparse.ArgumentParser(
         prog="treadle",
         description="treadle: a modular PyTorch training engine.",
@@ -51,7 +70,7 @@ def build_parser(commands: dict[str, object]) -> argparse.ArgumentParser:
         command = commands[name]
         help_text = getattr(command, "help", "")
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        command.add_arguments(command_parser)  # type: ignore[attr-defined]
+        command.add_arguments(command_parser)
         command_parser.set_defaults(_command=command)
     return parser
 
@@ -78,22 +97,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(early.verbose, early.quiet)
     # Non-strict: `treadle plugins` must list a broken plugin; other commands refuse below.
     manager = make_plugin_manager(strict=False)
-    commands: dict[str, object] = {
-        name: _load_core_command(spec) for name, spec in CORE_COMMANDS.items()
-    }
     try:
-        for entry in manager.registry("commands").entries():
-            if entry.name in commands:
-                logger.warning(
-                    "command %r from %s is shadowed by treadle's own", entry.name, entry.provenance
-                )
-                continue
-            commands[entry.name] = entry.obj() if isinstance(entry.obj, type) else entry.obj
+        commands = load_commands(manager)
     except TreadleError as err:
         print(f"treadle: {err}", file=sys.stderr)
         return 2
+    if not commands:
+        disabled = ", ".join(manager.disabled) or "none"
+        print(
+            f"treadle: no sub-commands are registered (disabled plugins: {disabled}); the "
+            f"built-in ones come from the plugin 'cli'.",
+            file=sys.stderr,
+        )
+        return 2
     parser = build_parser(commands)
-    args = parser.parse_args(arguments)
+    args, extra = parser.parse_known_args(arguments)
+    if extra and not isinstance(args._command, _UnavailableCommand):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     broken = [info for info in manager.plugin_infos() if info.status == "broken"]
     if broken and args.command != "plugins":
         for info in broken:

@@ -89,7 +89,8 @@ Bind = Callable[[object], None]
 
 #: The ``register`` callable every registration hook receives.
 #: ``register(name, obj, override=False)``: ``name`` matches ``^[a-z][a-z0-9_-]*$``; ``obj`` is
-#: checked against the kind's protocol at once; ``override=True`` replaces a name another plugin
+#: checked against the kind's protocol at once, or is a ``"package.module:attr"`` reference,
+#: imported and checked on first use; ``override=True`` replaces a name another plugin
 #: registered (exactly one registrant of a name may pass it).
 Register = Callable[..., None]
 

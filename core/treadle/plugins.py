@@ -3,8 +3,9 @@
 Plugins come from the ``treadle`` entry-point group, the built-ins included. Discovery reads the
 group, sorts it by name (``importlib.metadata`` yields directory order), skips disabled names,
 loads each entry point on its own, and validates every hook implementation against
-:mod:`treadle.hookspecs`. A plugin that fails is recorded with its cause: start-up fails naming
-it (``strict``), while ``treadle plugins`` lists it as broken.
+:mod:`treadle.hookspecs`. Then it loads the plugins ``TREADLE_PLUGINS`` names for this process
+alone (as pytest's ``PYTEST_PLUGINS``). A plugin that fails is recorded with its cause:
+start-up fails naming it (``strict``), while ``treadle plugins`` lists it as broken.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DISABLE_ENV",
     "ENTRY_POINT_GROUP",
+    "PLUGINS_ENV",
     "PluginInfo",
     "PluginManager",
     "check_requirements",
@@ -44,6 +46,8 @@ hook_logger = logging.getLogger("treadle.hooks")
 
 ENTRY_POINT_GROUP = "treadle"
 DISABLE_ENV = "TREADLE_DISABLE_PLUGINS"
+#: comma-separated ``module`` or ``module:attr`` plugins loaded after the entry points
+PLUGINS_ENV = "TREADLE_PLUGINS"
 TRACE_ENV = "TREADLE_TRACE_HOOKS"
 
 PluginStatus = Literal["loaded", "registered", "disabled", "broken"]
@@ -209,6 +213,31 @@ class PluginManager(pluggy.PluginManager):
                     raise PluginLoadError(msg) from err
                 logger.warning("plugin %r from %s %s is broken: %s", name, dist, version, cause)
 
+    def load_named_plugins(self, targets: Sequence[str], *, strict: bool = True) -> None:
+        """Load plugins named by ``"module"`` or ``"module:attr"`` (an entry point's value),
+        each registered under its target, as ``TREADLE_PLUGINS`` asks.
+
+        :param strict: raise when one fails to load; otherwise record it as broken.
+        :raises PluginLoadError: a target failed to import or to validate.
+        """
+        for target in targets:
+            if target in self.disabled:
+                self._infos[target] = PluginInfo(target, None, None, target, "disabled")
+                continue
+            try:
+                plugin = importlib.metadata.EntryPoint(target, target, ENTRY_POINT_GROUP).load()
+                self.register_plugin(plugin, target, target=target)
+            except Exception as err:
+                cause = f"{type(err).__name__}: {err}"
+                self._record_broken(target, None, None, target, cause)
+                if strict:
+                    msg = (
+                        f"Plugin {target!r} named in {PLUGINS_ENV} failed to load: {cause}. "
+                        f"Fix it, or remove it from {PLUGINS_ENV}."
+                    )
+                    raise PluginLoadError(msg) from err
+                logger.warning("plugin %r from %s is broken: %s", target, PLUGINS_ENV, cause)
+
     def _record_broken(
         self, name: str, dist: str | None, version: str | None, target: str, cause: str
     ) -> None:
@@ -271,10 +300,18 @@ def _describe_object(plugin: object) -> str:
     return name if isinstance(name, str) else repr(plugin)
 
 
+def _names_in_env(variable: str) -> list[str]:
+    return [name.strip() for name in os.environ.get(variable, "").split(",") if name.strip()]
+
+
 def disabled_from_env() -> list[str]:
     """Plugin names listed in ``TREADLE_DISABLE_PLUGINS`` (comma-separated)."""
-    raw = os.environ.get(DISABLE_ENV, "")
-    return [name.strip() for name in raw.split(",") if name.strip()]
+    return _names_in_env(DISABLE_ENV)
+
+
+def plugins_from_env() -> list[str]:
+    """Plugins listed in ``TREADLE_PLUGINS`` (comma-separated ``module`` or ``module:attr``)."""
+    return _names_in_env(PLUGINS_ENV)
 
 
 def make_plugin_manager(
@@ -287,8 +324,9 @@ def make_plugin_manager(
     """Build a new plugin manager.
 
     :param load_entry_points: discover the ``treadle`` entry-point group (the built-ins and
-        every installed plugin). ``False`` gives an isolated manager for tests: register what
-        the test needs with ``manager.register(module, name=...)``.
+        every installed plugin), then the plugins ``TREADLE_PLUGINS`` names. ``False`` gives
+        an isolated manager for tests: register what the test needs with
+        ``manager.register(module, name=...)``.
     :param disabled: plugin names not to load; defaults to ``TREADLE_DISABLE_PLUGINS``.
     :param plugins: ``(name, plugin)`` pairs registered after discovery.
     :param strict: fail on a broken plugin (see :meth:`PluginManager.load_entry_points`).
@@ -298,6 +336,7 @@ def make_plugin_manager(
         manager.add_hookcall_monitoring(_trace_before, _trace_after)
     if load_entry_points:
         manager.load_entry_points(strict=strict)
+        manager.load_named_plugins(plugins_from_env(), strict=strict)
     for name, plugin in plugins:
         manager.register(plugin, name=name)
     return manager

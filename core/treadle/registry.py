@@ -1,8 +1,15 @@
-"""The one named registry that every registration hook fills, with the provenance of each name."""
+"""The one named registry that every registration hook fills, with the provenance of each name.
+
+A plugin registers an object, or a ``"package.module:attr"`` reference to one: a reference is
+recorded at once (name, provenance, clash checks) and imported, then checked against its kind's
+protocol, on the first lookup that needs the object. So discovery, ``treadle --help`` and
+``treadle plugins`` import no implementation module, and none of torch.
+"""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -11,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from treadle import protocols
-from treadle.errors import PluginConflictError, RegistrationError, UnknownNameError
+from treadle.errors import (
+    PluginConflictError,
+    PluginLoadError,
+    RegistrationError,
+    UnknownNameError,
+)
 
 if TYPE_CHECKING:
     import pluggy
@@ -21,6 +33,8 @@ __all__ = ["KINDS", "Entry", "Kind", "NamedRegistry", "Provenance"]
 logger = logging.getLogger(__name__)
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]*$")
+#: ``package.module:attr`` (``attr`` may be dotted: ``module:Class.factory``), as entry points
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 @attrs.frozen
@@ -75,14 +89,71 @@ KINDS: dict[str, Kind] = {
 }
 
 
-@attrs.frozen
 class Entry:
-    """One registered name: the object and who registered it."""
+    """One registered name: the object, who registered it, and the reference it came from.
 
-    name: str
-    obj: Any
-    provenance: Provenance
-    override: bool = False
+    An entry registered as a ``"module:attr"`` reference imports and checks its object on the
+    first read of :attr:`obj`; ``name``, ``provenance`` and ``reference`` never import anything.
+
+    :ivar name: the registered name.
+    :ivar provenance: the plugin, distribution and version that registered it.
+    :ivar override: whether the registration asked to replace another plugin's name.
+    :ivar reference: the ``"module:attr"`` registered, or ``None`` for an object.
+    """
+
+    __slots__ = ("_load", "_obj", "name", "override", "provenance", "reference")
+
+    def __init__(self, name: str, obj: Any, provenance: Provenance, override: bool = False) -> None:
+        self.name = name
+        self.provenance = provenance
+        self.override = override
+        self.reference: str | None = None
+        self._obj: Any = obj
+        self._load: Callable[[], Any] | None = None
+
+    @classmethod
+    def lazy(
+        cls,
+        name: str,
+        reference: str,
+        provenance: Provenance,
+        override: bool,
+        load: Callable[[], Any],
+    ) -> Entry:
+        """An entry whose object ``load()`` imports and checks on first use."""
+        entry = cls(name, None, provenance, override)
+        entry.reference = reference
+        entry._load = load
+        return entry
+
+    @property
+    def is_loaded(self) -> bool:
+        """Whether :attr:`obj` is at hand without an import."""
+        return self._load is None
+
+    @property
+    def obj(self) -> Any:
+        """The registered object; a reference is imported and checked on the first read
+        (see :meth:`load`)."""
+        return self.load()
+
+    def load(self) -> Any:
+        """The registered object, importing and checking a reference the first time.
+
+        :raises PluginLoadError: the reference's module or attribute cannot be imported.
+        :raises RegistrationError: the imported object does not fit the kind's protocol.
+        """
+        load = self._load
+        if load is not None:
+            # no lock: imports are serialized by the import system and a second resolution
+            # yields the same object; a failure is not cached, so a fix is seen on retry
+            self._obj = load()
+            self._load = None
+        return self._obj
+
+    def __repr__(self) -> str:
+        shown = self.reference if self._load is not None else self._obj
+        return f"Entry({self.name!r}, {shown!r}, {self.provenance})"
 
 
 class NamedRegistry:
@@ -114,21 +185,74 @@ class NamedRegistry:
             fill(self)
 
     def check(self, name: object, obj: object, provenance: Provenance) -> None:
-        """Raise :class:`RegistrationError` unless ``name`` and ``obj`` fit this kind."""
+        """Raise :class:`RegistrationError` unless ``name`` and ``obj`` fit this kind.
+
+        A ``"module:attr"`` string passes when it is well formed; its object is checked when
+        it is imported (:meth:`entry_for`).
+        """
+        self.check_name(name, provenance)
+        if isinstance(obj, str):
+            if not REFERENCE_PATTERN.match(obj):
+                msg = (
+                    f"{self.kind.noun.capitalize()} {name!r} from {provenance} was registered "
+                    f"as the string {obj!r}, which is no 'package.module:attr' reference; "
+                    f"register the object or a reference such as 'acme_treadle.focal:FocalLoss'."
+                )
+                raise RegistrationError(msg)
+            return
+        self.check_object(name, obj, provenance)
+
+    def check_name(self, name: object, provenance: Provenance) -> None:
+        """Raise :class:`RegistrationError` unless ``name`` is a valid registered name."""
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             msg = (
                 f"{self.kind.noun.capitalize()} name {name!r} from {provenance} is not valid: "
                 f"use lowercase letters, digits, '_' and '-', starting with a letter."
             )
             raise RegistrationError(msg)
+
+    def check_object(
+        self, name: object, obj: object, provenance: Provenance, reference: str | None = None
+    ) -> None:
+        """Raise :class:`RegistrationError` unless ``obj`` fits this kind's protocol."""
         if not isinstance(obj, self.kind.protocol):
             missing = _missing_members(obj, self.kind.protocol)
+            source = f"imported from {reference!r}, " if reference else ""
             msg = (
-                f"{self.kind.noun.capitalize()} {name!r} from {provenance} ({obj!r}) lacks "
-                f"{', '.join(missing) or 'members'} required by "
+                f"{self.kind.noun.capitalize()} {name!r} from {provenance} ({source}{obj!r}) "
+                f"lacks {', '.join(missing) or 'members'} required by "
                 f"{self.kind.protocol.__module__}.{self.kind.protocol.__qualname__}."
             )
             raise RegistrationError(msg)
+
+    def entry_for(self, name: str, obj: Any, provenance: Provenance, override: bool) -> Entry:
+        """An entry for a checked registration: a lazy one for a ``"module:attr"`` reference."""
+        if not isinstance(obj, str):
+            return Entry(name, obj, provenance, override)
+        return Entry.lazy(
+            name, obj, provenance, override, lambda: self._import(name, obj, provenance)
+        )
+
+    def _import(self, name: str, reference: str, provenance: Provenance) -> Any:
+        module_name, _, attribute = reference.partition(":")
+        try:
+            found: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        except Exception as err:  # any import-time failure of a plugin's module means the same
+            fix = (
+                f"Fix or uninstall {provenance.distribution}, or disable the plugin with "
+                f"TREADLE_DISABLE_PLUGINS={provenance.plugin}."
+                if provenance.distribution
+                else "Fix the reference or the module it names."
+            )
+            msg = (
+                f"{self.kind.noun.capitalize()} {name!r} from {provenance} cannot be loaded "
+                f"from {reference!r}: {type(err).__name__}: {err}. {fix}"
+            )
+            raise PluginLoadError(msg) from err
+        self.check_object(name, found, provenance, reference)
+        return found
 
     def add_entries(self, entries: Sequence[Entry]) -> None:
         """Add plugin registrations collected in one walk, resolving clashes.
@@ -168,27 +292,33 @@ class NamedRegistry:
         return PluginConflictError(msg)
 
     def register(self, name: str, obj: Any, *, override: bool = False) -> None:
-        """Register ``obj`` under ``name`` at runtime (provenance ``runtime``).
+        """Register ``obj`` under ``name`` at runtime (provenance ``runtime``); ``obj`` may be
+        a ``"module:attr"`` reference, imported on first use.
 
         :raises RegistrationError: the name or object does not fit this kind.
         :raises PluginConflictError: the name is taken and ``override`` is false.
         """
         self._ensure_filled()
         self.check(name, obj, RUNTIME)
-        self.add_entries([Entry(name, obj, RUNTIME, override)])
+        self.add_entries([self.entry_for(name, obj, RUNTIME, override)])
 
     # -- lookup --------------------------------------------------------------------------
 
     def entry(self, name: str) -> Entry:
-        """The entry under ``name``.
+        """The entry under ``name``, its object loaded (a reference is imported and checked).
 
         :raises UnknownNameError: nothing is registered under it; the message lists what is.
+        :raises PluginLoadError: its reference cannot be imported; the message names the
+            plugin, the reference and the cause.
+        :raises RegistrationError: the imported object does not fit the kind.
         """
         self._ensure_filled()
         try:
-            return self._entries[name]
+            found = self._entries[name]
         except KeyError:
             raise UnknownNameError(self._unknown_message(name)) from None
+        found.load()  # a reference's import errors surface here, at the lookup
+        return found
 
     def get(self, name: str) -> Any:
         """The object registered under ``name``, as registered (a class stays a class)."""
@@ -215,7 +345,8 @@ class NamedRegistry:
         return sorted(self._entries)
 
     def entries(self) -> list[Entry]:
-        """Registered entries, sorted by name."""
+        """Registered entries, sorted by name; references stay unimported until an entry's
+        ``obj`` is read."""
         self._ensure_filled()
         return [self._entries[name] for name in sorted(self._entries)]
 
@@ -269,7 +400,8 @@ def fill_from_hook(
     """Call each implementation of a registration hook, in registration order, with a
     ``register`` bound to its plugin, then add everything collected to ``registry``.
 
-    Implementations receive only the arguments they name. A wrapper is an error naming the
+    Implementations receive only the arguments they name; ``register`` takes an object or a
+    ``"module:attr"`` reference (imported on first use). A wrapper is an error naming the
     plugin; an exception from an implementation keeps its type and gains a note naming it.
     """
     collected: list[Entry] = []
@@ -286,7 +418,7 @@ def fill_from_hook(
             name: str, obj: Any, override: bool = False, *, _provenance: Provenance = provenance
         ) -> None:
             registry.check(name, obj, _provenance)
-            collected.append(Entry(name, obj, _provenance, override))
+            collected.append(registry.entry_for(name, obj, _provenance, override))
 
         available = {"register": register}
         try:

@@ -1,20 +1,18 @@
-"""Hook implementations of the collators plugin: registrations only, a few lines each."""
+"""Hook implementations of the collators plugin: registrations only, a few lines each.
+
+Each name is registered as a ``"module:attr"`` reference: the implementations import torch,
+and discovery (``treadle --help``, ``treadle plugins``) must not.
+"""
 
 from __future__ import annotations
 
 from treadle import hookimpl
 from treadle.hookspecs import Register
-from treadle_collators.text import (
-    ClassificationCollator,
-    LanguageModelingCollator,
-    SequenceToSequenceCollator,
-)
-from treadle_collators.vision import VisionCollator
 
 
 @hookimpl
 def treadle_register_collators(register: Register) -> None:
-    register("classification", ClassificationCollator)
-    register("language_modeling", LanguageModelingCollator)
-    register("sequence_to_sequence", SequenceToSequenceCollator)
-    register("vision", VisionCollator)
+    register("classification", "treadle_collators.text:ClassificationCollator")
+    register("language_modeling", "treadle_collators.text:LanguageModelingCollator")
+    register("sequence_to_sequence", "treadle_collators.text:SequenceToSequenceCollator")
+    register("vision", "treadle_collators.vision:VisionCollator")

@@ -31,7 +31,7 @@ def model_reference(config: Mapping[str, Any], job_name: str) -> tuple[str, dict
 
     :raises ConfigError: no or a malformed model reference.
     """
-    from treadle.commands.export import parse_model_ref
+    from treadle.model_loading import parse_model_ref
 
     reference = config.get("model")
     if isinstance(reference, bool) or not isinstance(reference, str | int):
@@ -52,7 +52,7 @@ def find_model(registry: ModelRegistry, reference: str | int) -> ModelRegistryEn
 
     :raises UnknownNameError: nothing matches.
     """
-    from treadle.commands.export import parse_model_ref
+    from treadle.model_loading import parse_model_ref
 
     return registry.get_model(**parse_model_ref(str(reference)))
 
@@ -136,8 +136,8 @@ class EvaluationJob:
             raise ConfigError(msg)
 
     def run(self, context: JobContext) -> Mapping[str, Any]:
-        from treadle.commands.export import load_checkpoint_model
         from treadle.config import TrainingConfig
+        from treadle.model_loading import load_checkpoint_model
         from treadle.model_registry import ModelRegistry
 
         location, reference = model_reference(context.config, "evaluation")

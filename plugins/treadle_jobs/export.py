@@ -31,15 +31,15 @@ class ExportJob:
     writes the bundle into the attempt's folder and records the exported formats on the
     model (recording them twice changes nothing, so a retry is harmless)."""
 
-    preload = ("torch", "treadle.export", "treadle.commands.export", "treadle.model_registry")
+    preload = ("torch", "treadle.export", "treadle.model_loading", "treadle.model_registry")
 
     def validate_config(self, config: Mapping[str, Any]) -> None:
         model_reference(config, "export")
         _formats(config)
 
     def run(self, context: JobContext) -> Mapping[str, Any]:
-        from treadle.commands.export import load_checkpoint_model
         from treadle.export import create_export_bundle, read_manifest
+        from treadle.model_loading import load_checkpoint_model
         from treadle.model_registry import ModelRegistry
 
         location, reference = model_reference(context.config, "export")

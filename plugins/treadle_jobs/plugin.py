@@ -1,20 +1,19 @@
-"""Hook implementations of the jobs plugin: registrations only, a few lines each."""
+"""Hook implementations of the jobs plugin: registrations only, a few lines each.
+
+Job types are registered as ``"module:Class"`` references, imported when a job of the type is
+submitted or run, so ``treadle --help`` and ``treadle jobs list`` do not load them.
+"""
 
 from __future__ import annotations
 
 from treadle import hookimpl
 from treadle.hookspecs import Register
-from treadle_jobs.evaluation import EvaluationJob
-from treadle_jobs.export import ExportJob
-from treadle_jobs.noop import NoopJob
-from treadle_jobs.retraining import RetrainingJob
-from treadle_jobs.training import TrainingJob
 
 
 @hookimpl
 def treadle_register_job_types(register: Register) -> None:
-    register("training", TrainingJob)
-    register("evaluation", EvaluationJob)
-    register("export", ExportJob)
-    register("retraining", RetrainingJob)
-    register("noop", NoopJob)
+    register("training", "treadle_jobs.training:TrainingJob")
+    register("evaluation", "treadle_jobs.evaluation:EvaluationJob")
+    register("export", "treadle_jobs.export:ExportJob")
+    register("retraining", "treadle_jobs.retraining:RetrainingJob")
+    register("noop", "treadle_jobs.noop:NoopJob")

@@ -124,7 +124,7 @@ def _decide(
     reference = _metrics(config, "reference_metrics") or dict(parent.metrics)
     current = _metrics(config, "current_metrics")
     if current is None:
-        from treadle.commands.export import load_checkpoint_model
+        from treadle.model_loading import load_checkpoint_model
 
         model, _, _ = load_checkpoint_model(parent.checkpoint_path, context.plugin_manager)
         current = evaluate_model(model, training_config, context)
@@ -143,7 +143,7 @@ def _initial_state(
     parent: ModelRegistryEntry, training_config: TrainingConfig, context: JobContext
 ) -> tuple[dict[str, Any] | None, str]:
     """The parent's weights when its architecture matches the new config's, and why not."""
-    from treadle.commands.export import load_checkpoint_model
+    from treadle.model_loading import load_checkpoint_model
 
     model, parent_config, _ = load_checkpoint_model(parent.checkpoint_path, context.plugin_manager)
     different = [

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 TRAINING_PRELOAD = (
     "torch",
     "torch._dynamo",
-    "treadle.commands.train",
+    "treadle.run_setup",
     "treadle.engine.trainer",
     "treadle.data.module",
     "treadle.model_registry",
@@ -202,7 +202,7 @@ def train_and_register(
         )
         result.update(model_id=entry.model_id, model_version=entry.version, reused=True)
         if config.export_formats:
-            from treadle.commands.export import load_checkpoint_model
+            from treadle.model_loading import load_checkpoint_model
 
             model, saved_config, task_spec = load_checkpoint_model(
                 entry.checkpoint_path, context.plugin_manager
@@ -210,21 +210,12 @@ def train_and_register(
             result.update(_export(model, entry, saved_config, task_spec, registry, context))
         return result
 
-    from treadle.commands.train import build_job
-    from treadle.engine.trainer import Trainer
+    from treadle.run_setup import build_run_setup
 
-    job = build_job(config, context.plugin_manager)
+    setup = build_run_setup(config, context.plugin_manager)
     if initial_state is not None:
-        job.model.load_state_dict(dict(initial_state))
-    trainer = Trainer(
-        model=job.model,
-        config=job.model_config,
-        training_config=config,
-        task_spec=job.task_spec,
-        device=config.device,
-        plugin_manager=context.plugin_manager,
-    )
-    results = trainer.train(job.train_data, job.val_data)
+        setup.model.load_state_dict(dict(initial_state))
+    results = setup.make_trainer(context.plugin_manager).train(setup.train_data, setup.val_data)
     metrics = {
         name: float(value)
         for name, value in (results.get("final_metrics") or {}).items()
@@ -247,7 +238,7 @@ def train_and_register(
         config,
         context,
         checkpoint_path=str(checkpoint),
-        task_type=job.task_spec.task_type,
+        task_type=setup.task_spec.task_type,
         metrics=metrics,
         config_hash=training_config.config_hash(),
         training_run_id=_training_run_id(config, results.get("run_dir"), context),
@@ -256,7 +247,7 @@ def train_and_register(
     entry = registry.get_model(model_id=model_id)
     result.update(model_id=entry.model_id, model_version=entry.version, reused=False)
     if config.export_formats:
-        result.update(_export(job.model, entry, config, job.task_spec, registry, context))
+        result.update(_export(setup.model, entry, config, setup.task_spec, registry, context))
     return result
 
 

@@ -6,11 +6,16 @@ Registered as ``classification``, ``language_modeling``, ``peft``, ``quantizatio
 
 from __future__ import annotations
 
-from treadle_losses.classification import ClassificationLoss
-from treadle_losses.language_modeling import LanguageModelingLoss
-from treadle_losses.peft import PEFTAwareLoss
-from treadle_losses.quantization import QuantizationSafeLoss
-from treadle_losses.vision import VisionLoss
+from typing import TYPE_CHECKING
+
+from treadle.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from treadle_losses.classification import ClassificationLoss
+    from treadle_losses.language_modeling import LanguageModelingLoss
+    from treadle_losses.peft import PEFTAwareLoss
+    from treadle_losses.quantization import QuantizationSafeLoss
+    from treadle_losses.vision import VisionLoss
 
 __all__ = [
     "ClassificationLoss",
@@ -19,3 +24,15 @@ __all__ = [
     "QuantizationSafeLoss",
     "VisionLoss",
 ]
+
+# lazy: discovery imports this package for its plugin.py, and these modules import torch
+__getattr__, __dir__ = lazy_attributes(
+    __name__,
+    {
+        "ClassificationLoss": "treadle_losses.classification",
+        "LanguageModelingLoss": "treadle_losses.language_modeling",
+        "PEFTAwareLoss": "treadle_losses.peft",
+        "QuantizationSafeLoss": "treadle_losses.quantization",
+        "VisionLoss": "treadle_losses.vision",
+    },
+)

@@ -1,12 +1,15 @@
-"""Hook implementations of the onnx plugin: registrations only, a few lines each."""
+"""Hook implementations of the onnx plugin: registrations only, a few lines each.
+
+Each name is registered as a ``"module:attr"`` reference: the implementations import torch,
+and discovery (``treadle --help``, ``treadle plugins``) must not.
+"""
 
 from __future__ import annotations
 
 from treadle import hookimpl
 from treadle.hookspecs import Register
-from treadle_onnx.exporter import OnnxExporter
 
 
 @hookimpl
 def treadle_register_exporters(register: Register) -> None:
-    register("onnx", OnnxExporter)
+    register("onnx", "treadle_onnx.exporter:OnnxExporter")

@@ -29,7 +29,12 @@ def preload_job_types() -> list[str]:
         return []
     imported: list[str] = []
     for entry in entries:
-        for module in getattr(entry.obj, "preload", ()):
+        try:
+            preload = getattr(entry.obj, "preload", ())  # imports a registered reference
+        except TreadleError as err:
+            logger.debug("job type %r not preloaded: %s", entry.name, err)
+            continue
+        for module in preload:
             try:
                 importlib.import_module(module)
             except Exception as err:  # the job reports it when it runs

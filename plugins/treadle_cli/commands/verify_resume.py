@@ -1,40 +1,27 @@
 """``treadle verify-resume``: prove a config resumes exactly. It trains the config once
-uninterrupted and once stopped by SIGTERM at the given steps and resumed each time, each part in
-its own process, then compares every batch loss and the final parameters' sha256."""
+uninterrupted and once stopped by SIGTERM at the given steps and resumed each time, each part a
+``treadle train`` in its own process, then compares every batch loss and the final parameters'
+sha256. The parts record and stop through :mod:`treadle_cli.resume_probe`, a plugin their
+environment loads; ``treadle train`` itself has no flag for either."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from treadle.commands.table import format_table
-from treadle.commands.train import add_config_arguments
 from treadle.errors import ConfigError, TreadleError
+from treadle.plugins import PLUGINS_ENV
+from treadle_cli.arguments import add_config_arguments, forwarded_arguments
+from treadle_cli.resume_probe import PROBE_TARGET, RECORD_ENV, STOP_AT_ENV
+from treadle_cli.table import format_table
 
-__all__ = ["VerifyResumeCommand", "compare_records", "forwarded_arguments"]
-
-
-def forwarded_arguments(args: argparse.Namespace) -> list[str]:
-    """The config-choosing arguments of ``args`` as ``treadle train`` flags."""
-    forwarded: list[str] = []
-    if args.preset:
-        forwarded += ["--preset", args.preset]
-    if args.config is not None:
-        forwarded += ["--config", str(args.config)]
-    for text in args.overrides:
-        forwarded += ["--set", text]
-    if args.epochs is not None:
-        forwarded += ["--epochs", str(args.epochs)]
-    if args.batch_size is not None:
-        forwarded += ["--batch-size", str(args.batch_size)]
-    if args.device is not None:
-        forwarded += ["--device", args.device]
-    return forwarded
+__all__ = ["VerifyResumeCommand", "compare_records", "probe_environment"]
 
 
 def compare_records(
@@ -68,6 +55,21 @@ def compare_records(
         f"(sha256 {parts[-1]['parameters'][:16]} vs {reference['parameters'][:16]})"
     )
     return same_length and mismatch is None and same_parameters, lines
+
+
+def probe_environment(
+    record: Path, stop_at_step: int | None, environ: dict[str, str] | None = None
+) -> dict[str, str]:
+    """``environ`` (default: this process's) for a training part that loads the resume probe,
+    recording into ``record`` and stopping itself at ``stop_at_step``."""
+    env = dict(os.environ if environ is None else environ)
+    loaded = [name for name in env.get(PLUGINS_ENV, "").split(",") if name.strip()]
+    env[PLUGINS_ENV] = ",".join([*loaded, PROBE_TARGET])
+    env[RECORD_ENV] = str(record)
+    env.pop(STOP_AT_ENV, None)
+    if stop_at_step is not None:
+        env[STOP_AT_ENV] = str(stop_at_step)
+    return env
 
 
 class VerifyResumeCommand:
@@ -108,10 +110,8 @@ class VerifyResumeCommand:
         parts = []
         for index, step in enumerate([*steps, None]):
             extra = ["--resume"] if index else []
-            if step is not None:
-                extra += ["--kill-at-step", str(step)]
             record = folder / f"part{index + 1}.json"
-            parts.append(self._part(resumed_base, folder / "resumed", record, extra))
+            parts.append(self._part(resumed_base, folder / "resumed", record, extra, step))
         rows = [
             ["uninterrupted", len(reference["losses"]), "-"],
             *[
@@ -127,7 +127,12 @@ class VerifyResumeCommand:
         return 0 if same else 1
 
     def _part(
-        self, base: list[str], run_dir: Path, record: Path, extra: list[str]
+        self,
+        base: list[str],
+        run_dir: Path,
+        record: Path,
+        extra: list[str],
+        stop_at_step: int | None = None,
     ) -> dict[str, Any]:
         command = [
             sys.executable,
@@ -138,16 +143,26 @@ class VerifyResumeCommand:
             *base,
             "--run-dir",
             str(run_dir),
-            "--record",
-            str(record),
             "--json",
             *extra,
         ]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            check=False,
+            env=probe_environment(record, stop_at_step),
+        )
         if completed.returncode != 0:
             msg = (
                 f"a training run failed (exit {completed.returncode}): {' '.join(command)}\n"
                 f"{completed.stderr[-4000:]}"
+            )
+            raise TreadleError(msg)
+        if not record.is_file():
+            msg = (
+                f"the training run wrote no record to {record}: the resume probe "
+                f"({PROBE_TARGET}) did not run; check {PLUGINS_ENV} and the disabled plugins"
             )
             raise TreadleError(msg)
         loaded: dict[str, Any] = json.loads(record.read_text(encoding="utf-8"))

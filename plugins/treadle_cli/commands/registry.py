@@ -8,16 +8,16 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from treadle.commands.runs import (
+from treadle.errors import ConfigError, UnknownNameError
+from treadle.model_loading import parse_model_ref
+from treadle_cli.arguments import (
     action_parser,
     add_location_argument,
-    format_value,
-    print_json,
     require_existing,
     split_names,
 )
-from treadle.commands.table import format_table
-from treadle.errors import ConfigError, UnknownNameError
+from treadle_cli.output import format_value, print_json
+from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
     from treadle.model_registry import ModelRegistry
@@ -35,8 +35,6 @@ def model_reference(text: str) -> dict[str, Any]:
 
     :raises ConfigError: an empty reference, or ``@`` or ``:`` forms that do not parse.
     """
-    from treadle.commands.export import parse_model_ref
-
     try:
         return parse_model_ref(text)
     except ConfigError:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from treadle.commands.table import format_table
+from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
     import torch
 
-    from treadle.commands.train import Job, ResolvedConfig
-    from treadle.config import TrainingConfig
     from treadle.plugins import PluginManager
+    from treadle.run_setup import ResolvedConfig, RunSetup
 
 __all__ = ["checkpoint_size_bytes", "describe_plan"]
 
@@ -31,14 +30,13 @@ def _megabytes(size: float) -> str:
     return f"{size / 2**20:.1f} MB"
 
 
-def describe_plan(
-    resolved: ResolvedConfig, config: TrainingConfig, job: Job, manager: PluginManager
-) -> str:
+def describe_plan(resolved: ResolvedConfig, setup: RunSetup, manager: PluginManager) -> str:
     """The plan as text: config with sources, plugins and hook order, steps, optimizer and
     warmup, effective batch size, checkpoint schedule and a disk estimate."""
-    from treadle.engine.dispatch import LifecycleDispatch
+    from treadle.engine.dispatch import LIFECYCLE_HOOKS, LifecycleDispatch
     from treadle.engine.optim import parameter_groups, warmup_steps
 
+    config = setup.config
     sections: list[str] = []
     rows = []
     for name, value in config.to_dict().items():
@@ -56,20 +54,18 @@ def describe_plan(
         "plugins:\n" + format_table(["plugin", "distribution", "version", "status"], plugins)
     )
     dispatch = LifecycleDispatch(manager)
-    from treadle.engine.dispatch import LIFECYCLE_HOOKS
-
     order = [f"  {hook}: {', '.join(dispatch.listeners(hook)) or '-'}" for hook in LIFECYCLE_HOOKS]
     sections.append("lifecycle hooks, in call order:\n" + "\n".join(order))
 
-    train_samples = len(job.train_data)
-    val_samples = len(job.val_data) if job.val_data is not None else 0
+    train_samples = len(setup.train_data)
+    val_samples = len(setup.val_data) if setup.val_data is not None else 0
     batches = math.ceil(train_samples / config.batch_size)
     steps_per_epoch = math.ceil(batches / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
     warmup = warmup_steps(total_steps, config.warmup_ratio)
-    groups = parameter_groups(job.model, config.weight_decay)
-    parameters = sum(p.numel() for p in job.model.parameters())
-    trainable = sum(p.numel() for p in job.model.parameters() if p.requires_grad)
+    groups = parameter_groups(setup.model, config.weight_decay)
+    parameters = sum(p.numel() for p in setup.model.parameters())
+    trainable = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
     decayed = sum(p.numel() for p in groups[0]["params"]) if groups else 0
     optimizer = (
         f"AdamW lr={config.learning_rate:g} betas={config.adam_betas} eps={config.adam_epsilon:g}"
@@ -80,8 +76,8 @@ def describe_plan(
         "\n".join(
             [
                 "training:",
-                f"  task: {job.task_spec.name} ({job.task_spec.task_type}), loss "
-                f"{job.task_spec.loss_name}, metrics {', '.join(job.task_spec.metric_names)}",
+                f"  task: {setup.task_spec.name} ({setup.task_spec.task_type}), loss "
+                f"{setup.task_spec.loss_name}, metrics {', '.join(setup.task_spec.metric_names)}",
                 f"  model: {config.model_type}, {parameters:,} parameters ({trainable:,} "
                 f"trainable)",
                 f"  data: {config.dataset}, {train_samples:,} training and {val_samples:,} "
@@ -101,7 +97,7 @@ def describe_plan(
             ]
         )
     )
-    size = checkpoint_size_bytes(job.model, config.optimizer)
+    size = checkpoint_size_bytes(setup.model, config.optimizer)
     kept = config.keep_best_k + config.keep_last_n
     schedule = [f"every {config.save_every_n_epochs} epoch(s) and at the end"]
     if config.save_every_n_steps:

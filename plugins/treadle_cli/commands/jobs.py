@@ -10,38 +10,9 @@ from typing import Any
 
 import attrs
 
-from treadle.errors import ConfigError
+from treadle_cli.arguments import read_job_config
 
 __all__ = ["JobsCommand"]
-
-
-def _read_config(args: argparse.Namespace) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    if args.config_file is not None:
-        try:
-            config = json.loads(Path(args.config_file).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            msg = f"--config-file {args.config_file}: cannot read JSON ({err})"
-            raise ConfigError(msg) from err
-    if args.config is not None:
-        try:
-            config = {**config, **json.loads(args.config)}
-        except json.JSONDecodeError as err:
-            msg = f"--config: not JSON ({err}); e.g. --config '{{\"seconds\": 1}}'"
-            raise ConfigError(msg) from err
-    if args.training_preset is not None:
-        from treadle.config import PRESETS, TrainingConfig
-
-        if args.training_preset not in PRESETS:
-            msg = f"Unknown preset {args.training_preset!r}. Presets: {', '.join(PRESETS)}."
-            raise ConfigError(msg)
-        base = TrainingConfig().to_dict()
-        training = TrainingConfig.from_dict({**base, **PRESETS[args.training_preset]})
-        config.setdefault("training_config", training.to_dict())
-    if not isinstance(config, dict):
-        msg = "the job config must be a JSON object"
-        raise ConfigError(msg)
-    return config
 
 
 class JobsCommand:
@@ -80,7 +51,7 @@ class JobsCommand:
         with JobManager(args.location, plugin_manager=args.plugin_manager) as manager:
             if args.action == "submit":
                 job_id = manager.submit_job(
-                    args.job_type, _read_config(args), args.priority, args.max_retries
+                    args.job_type, read_job_config(args), args.priority, args.max_retries
                 )
                 sys.stdout.write(f"{job_id}\n")
             elif args.action == "list":
@@ -89,7 +60,7 @@ class JobsCommand:
                     listed = [attrs.asdict(job, recurse=True) for job in jobs]
                     sys.stdout.write(json.dumps(listed, indent=2) + "\n")
                 else:
-                    from treadle.commands.table import format_table
+                    from treadle_cli.table import format_table
 
                     rows = [
                         [

@@ -6,9 +6,9 @@ import argparse
 import json
 from typing import TYPE_CHECKING, Any
 
-from treadle.commands.table import format_table
 from treadle.errors import TreadleError
 from treadle.registry import KINDS
+from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
     from treadle.plugins import PluginManager
@@ -16,11 +16,17 @@ if TYPE_CHECKING:
 __all__ = ["PluginsCommand", "describe_plugins", "hook_order"]
 
 
-def describe_plugins(manager: PluginManager) -> list[dict[str, Any]]:
+def describe_plugins(manager: PluginManager, *, check: bool = False) -> list[dict[str, Any]]:
     """One record per plugin: name, distribution, version, status, error, hooks and the names
-    it registers per kind (filling every registry; a clash shows as that plugin's error)."""
+    it registers per kind (filling every registry; a clash shows as that plugin's error).
+
+    :param check: also load every name registered as a ``"module:attr"`` reference (this
+        imports the implementations, torch among them); one that fails to import or to fit
+        its kind makes its plugin ``broken``, with the error.
+    """
     registered: dict[str, dict[str, list[str]]] = {}
     registry_errors: dict[str, str] = {}
+    load_errors: dict[str, list[str]] = {}
     for kind in KINDS:
         try:
             entries = manager.registry(kind).entries()
@@ -31,16 +37,23 @@ def describe_plugins(manager: PluginManager) -> list[dict[str, Any]]:
             registered.setdefault(entry.provenance.plugin, {}).setdefault(kind, []).append(
                 entry.name
             )
+            if check:
+                try:
+                    entry.load()
+                except TreadleError as err:
+                    load_errors.setdefault(entry.provenance.plugin, []).append(str(err))
     records = []
     for info in manager.plugin_infos():
+        errors = [info.error] if info.error else []
+        errors += load_errors.get(info.name, [])
         records.append(
             {
                 "name": info.name,
                 "distribution": info.distribution,
                 "version": info.version,
                 "target": info.target,
-                "status": info.status,
-                "error": info.error,
+                "status": "broken" if errors else info.status,
+                "error": " ".join(errors) or None,
                 "hooks": manager.hooks_of(info.name),
                 "registers": registered.get(info.name, {}),
             }
@@ -108,6 +121,11 @@ class PluginsCommand:
             action="store_true",
             help="print every hook with its implementations in call order",
         )
+        parser.add_argument(
+            "--check",
+            action="store_true",
+            help="also import every name registered by reference and check it (loads torch)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         manager: PluginManager = args.plugin_manager
@@ -119,7 +137,7 @@ class PluginsCommand:
                 for hook, plugins in order.items():
                     print(f"{hook}: {', '.join(plugins) or '-'}")
             return 0
-        records = describe_plugins(manager)
+        records = describe_plugins(manager, check=args.check)
         status = 1 if any(record["status"] == "broken" for record in records) else 0
         if args.json:
             print(json.dumps(records, indent=2))

@@ -3,99 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from treadle.commands.table import format_table
-from treadle.errors import StorageError, TreadleError, UnknownNameError
+from treadle.errors import TreadleError, UnknownNameError
+from treadle_cli.arguments import (
+    action_parser,
+    add_location_argument,
+    require_existing,
+    split_names,
+)
+from treadle_cli.output import format_value, print_json
+from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
     from treadle.experiments import ExperimentDB
     from treadle.storage import MetricRow
 
-__all__ = [
-    "RunsCommand",
-    "action_parser",
-    "add_location_argument",
-    "format_value",
-    "json_ready",
-    "plot_runs",
-    "print_json",
-    "require_existing",
-    "split_names",
-]
+__all__ = ["RunsCommand", "plot_runs"]
 
 DEFAULT_PLOT_METRICS = ("train_loss", "val_loss")
-
-
-def format_value(value: object) -> str:
-    """A table cell: ``-`` for None and empty text, 6 significant digits for floats."""
-    if value is None or value == "":
-        return "-"
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.6g}"
-    return str(value)
-
-
-def json_ready(value: Any) -> Any:
-    """``value`` with NaN and infinities as ``None`` (strict JSON has neither) and numpy or
-    pandas scalars as plain numbers."""
-    if isinstance(value, Mapping):
-        return {str(key): json_ready(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_ready(item) for item in value]
-    if value is None or isinstance(value, bool | str | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    item = getattr(value, "item", None)
-    if callable(item):  # numpy and pandas scalars
-        return json_ready(item())
-    return str(value)
-
-
-def print_json(data: Any) -> None:
-    print(json.dumps(json_ready(data), indent=2, allow_nan=False))
-
-
-def add_location_argument(parser: argparse.ArgumentParser, *, top: bool, what: str) -> None:
-    """``--location`` on the command and again on each action (so it may come after it)."""
-    parser.add_argument(
-        "--location",
-        default="treadle.db" if top else argparse.SUPPRESS,
-        help=f"{what}: a path or sqlite:///path (default: treadle.db)",
-    )
-
-
-def require_existing(location: str, what: str) -> None:
-    """Refuse a plain path that does not exist: reading commands must not create an empty
-    store at a mistyped location. URLs are left to their backend.
-
-    :raises StorageError: naming the location.
-    """
-    if "://" not in location and not Path(location).exists():
-        msg = (
-            f"No {what} at {location}: nothing has been recorded there. Pass --location "
-            f"with the file training wrote to (experiment_location / registry_location)."
-        )
-        raise StorageError(msg)
-
-
-def action_parser(actions: Any, name: str, help_text: str, what: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = actions.add_parser(
-        name, help=help_text, description=help_text
-    )
-    add_location_argument(parser, top=False, what=what)
-    return parser
-
-
-def split_names(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _summaries(rows: Iterable[MetricRow]) -> dict[str, dict[str, Any]]:

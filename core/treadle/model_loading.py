@@ -1,10 +1,13 @@
-"""``treadle export MODEL_REF``: a registered model as an export bundle, formats recorded."""
+"""Registry reference to loaded model: parse a model reference (``42``, ``gpt:1.0.0``,
+``:1.0.0``, ``@production``) and rebuild the model a registered checkpoint holds.
+
+``treadle export``, ``treadle registry`` and the ``evaluation``, ``export``, ``training`` and
+``retraining`` job types load registered models through here.
+"""
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +20,10 @@ if TYPE_CHECKING:
     from treadle.plugins import PluginManager
     from treadle.task import TaskSpec
 
-__all__ = ["ExportCommand", "load_checkpoint_model", "parse_model_ref"]
+__all__ = ["MODEL_REFERENCE_FORMS", "load_checkpoint_model", "parse_model_ref"]
 
-_REF_FORMS = "ID (42), NAME:VERSION (gpt:1.0.0), :VERSION (:1.0.0) or @TAG (@production)"
+#: The reference forms :func:`parse_model_ref` accepts, for help texts and messages.
+MODEL_REFERENCE_FORMS = "ID (42), NAME:VERSION (gpt:1.0.0), :VERSION (:1.0.0) or @TAG (@production)"
 _NAME_VERSION = re.compile(r"^(?P<name>[^:@]*):(?P<version>[^:@]+)$")
 #: Where checkpoints keep each part, first match wins (the engine's own names first).
 _STATE_KEYS = ("model_state_dict", "model", "state_dict")
@@ -28,7 +32,7 @@ _TASK_KEYS = ("task_spec", "task")
 
 
 def parse_model_ref(reference: str) -> dict[str, Any]:
-    """``get_model`` keyword arguments for a model reference.
+    """``ModelRegistry.get_model`` keyword arguments for a model reference.
 
     ``42`` → ``{"model_id": 42}``; ``gpt:1.0.0`` → ``{"name": "gpt", "version": "1.0.0"}``;
     ``:1.0.0`` → ``{"version": "1.0.0"}``; ``@production`` → ``{"tag": "production"}``.
@@ -46,7 +50,7 @@ def parse_model_ref(reference: str) -> dict[str, Any]:
         if match["name"]:
             found["name"] = match["name"]
         return found
-    msg = f"model reference {reference!r} is not one of: {_REF_FORMS}"
+    msg = f"model reference {reference!r} is not one of: {MODEL_REFERENCE_FORMS}"
     raise ConfigError(msg)
 
 
@@ -62,7 +66,8 @@ def load_checkpoint_model(
     checkpoint_path: str | Path, plugin_manager: PluginManager | None = None
 ) -> tuple[torch.nn.Module, TrainingConfig, TaskSpec]:
     """The model a checkpoint holds, rebuilt with the factory its training config names
-    (``model_type`` in the ``models`` registry), with its training config and task.
+    (``model_type`` in the ``models`` registry) and in eval mode, with its training config
+    and task.
 
     :raises TreadleError: the file is missing or lacks the weights, the training config or
         the task spec; the message names the file.
@@ -96,49 +101,3 @@ def load_checkpoint_model(
     model: torch.nn.Module = factory(training_config, task_spec)
     model.load_state_dict(state_dict)
     return model.eval(), training_config, task_spec
-
-
-class ExportCommand:
-    """``treadle export MODEL_REF [--formats ...] [--output-dir DIR] [--registry LOCATION]``."""
-
-    help = "export a registered model as a bundle (ONNX, TorchScript, PyTorch, ...)"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("model_ref", metavar="MODEL_REF", help=f"the model: {_REF_FORMS}")
-        parser.add_argument(
-            "--formats",
-            default="onnx,torchscript,pytorch",
-            help="comma-separated export formats (default: %(default)s)",
-        )
-        parser.add_argument(
-            "--output-dir", default="./exports", help="where bundles go (default: %(default)s)"
-        )
-        parser.add_argument(
-            "--registry",
-            default="treadle.db",
-            help="model registry location: a path or sqlite:///path (default: %(default)s)",
-        )
-
-    def run(self, args: argparse.Namespace) -> int:
-        from treadle.export import create_export_bundle, read_manifest
-        from treadle.model_registry import ModelRegistry
-
-        manager: PluginManager | None = getattr(args, "plugin_manager", None)
-        registry = ModelRegistry(args.registry)
-        entry = registry.get_model(**parse_model_ref(args.model_ref))
-        model, training_config, task_spec = load_checkpoint_model(entry.checkpoint_path, manager)
-        bundle = create_export_bundle(
-            model,
-            config={"name": entry.name, "version": entry.version, "model_id": entry.model_id},
-            task_spec=task_spec,
-            training_config=training_config,
-            output_dir=args.output_dir,
-            formats=[part.strip() for part in args.formats.split(",") if part.strip()],
-            plugin_manager=manager,
-        )
-        manifest = read_manifest(bundle)
-        registry.add_export_formats(entry.model_id, list(manifest["artifacts"]))
-        print(bundle)
-        for name, error in manifest["errors"].items():
-            print(f"treadle export: {name}: {error}", file=sys.stderr)
-        return 0 if manifest["status"] == "complete" else 1

@@ -11,7 +11,7 @@ from types import FrameType
 
 import attrs
 
-from treadle.commands.jobs import _read_config
+from treadle_cli.arguments import read_job_config
 
 __all__ = ["ScheduleCommand"]
 
@@ -57,7 +57,7 @@ class ScheduleCommand:
                 schedule_id = scheduler.create_schedule(
                     args.name,
                     args.job_type,
-                    _read_config(args),
+                    read_job_config(args),
                     args.schedule_expr,
                     priority=args.priority,
                     timezone=args.timezone,
@@ -70,7 +70,7 @@ class ScheduleCommand:
                     data = [attrs.asdict(schedule) for schedule in schedules]
                     sys.stdout.write(json.dumps(data, indent=2) + "\n")
                 else:
-                    from treadle.commands.table import format_table
+                    from treadle_cli.table import format_table
 
                     rows = [
                         [
