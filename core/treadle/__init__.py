@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import pluggy
 
-from treadle._lazy import lazy_names
 from treadle.errors import (
     ConfigError,
     DataError,
@@ -22,6 +21,7 @@ from treadle.errors import (
     TreadleError,
     UnknownNameError,
 )
+from treadle.lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
@@ -118,4 +118,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_names(__name__, _LAZY)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)

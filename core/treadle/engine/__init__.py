@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from treadle._lazy import lazy_names
+from treadle.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from treadle.engine.dispatch import LifecycleDispatch
@@ -74,4 +74,4 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_names(__name__, _LAZY)
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY)
