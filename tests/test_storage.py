@@ -242,11 +242,13 @@ def test_each_store_migrates_its_own_tables_forward_on_open(
 def test_the_database_runs_in_wal_mode_with_foreign_keys(
     tmp_path: Path, sqlite_manager: PluginManager
 ) -> None:
-    with ModelRegistry(tmp_path / "t.db", plugin_manager=sqlite_manager) as registry:
-        connection = registry.store._connection  # type: ignore[attr-defined]
-        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        assert connection.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    with (
+        ModelRegistry(tmp_path / "t.db", plugin_manager=sqlite_manager) as registry,
+        registry.store.database.session() as connection,  # type: ignore[attr-defined]
+    ):
+        assert connection.one("PRAGMA journal_mode")[0] == "wal"
+        assert connection.one("PRAGMA foreign_keys")[0] == 1
+        assert connection.one("PRAGMA busy_timeout")[0] >= 5000
 
 
 # -- bad input ---------------------------------------------------------------------------
