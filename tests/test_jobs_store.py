@@ -302,6 +302,55 @@ def test_bad_submissions_are_refused_with_the_reason(manager: JobManager) -> Non
     assert manager.get_job(job_id).timeout_seconds == 30.0
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({1: "x"}, r"job config has a key that is not a string: 1"),
+        ({"a": {"b": math.inf}}, r"job config\.a\.b is inf"),
+        ({"steps": [1, {2}]}, r"job config\.steps\[1\] holds a set"),
+    ],
+)
+def test_x3_one_json_rule_for_job_configs_on_submit_and_in_the_store(
+    manager: JobManager, store: JobStore, config: dict[Any, Any], message: str
+) -> None:
+    """``{1: "x"}`` was stored as ``{"1": "x"}`` while ExperimentDB refused it: one rule now,
+    at the facade and in the store, for configs, schedules and results alike."""
+    with pytest.raises(ConfigError, match=message):
+        manager.submit_job("quick", config)
+    with pytest.raises(ConfigError, match=message):
+        store.enqueue("quick", config, priority=5, max_retries=0)
+    with pytest.raises(ConfigError, match=message):
+        store.add_schedule(
+            name="nightly",
+            job_type="quick",
+            config=config,
+            schedule_expr="0 2 * * *",
+            timezone="UTC",
+            priority=5,
+            max_retries=0,
+        )
+    assert manager.list_jobs() == []
+    assert store.schedules() == []
+    _submit(manager)
+    claim = _claim(store)
+    with pytest.raises(ConfigError, match=message.replace("job config", "job result")):
+        store.complete(claim, config)
+    assert manager.get_job(claim.job_id).status == "running"
+
+
+def test_x3_deep_or_huge_job_configs_are_refused_naming_the_limit(manager: JobManager) -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(100_000):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(ConfigError, match=r"job config\.a\.a.* nests deeper than 64 levels"):
+        manager.submit_job("quick", deep)
+    with pytest.raises(ConfigError, match=r"job config is 5\.0 MiB as JSON; .* at most 4 MiB"):
+        manager.submit_job("quick", {"blob": "x" * 5 * 2**20})
+    assert manager.list_jobs() == []
+
+
 def test_jobs_are_listed_newest_first_by_status_and_type(
     manager: JobManager, store: JobStore
 ) -> None:

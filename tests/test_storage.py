@@ -364,6 +364,30 @@ def test_x3_configs_that_are_not_json_data_are_refused_naming_the_key(
         assert db.get_run(run_id).summary == {}
 
 
+def test_x3_deep_huge_or_nul_holding_values_are_refused_naming_the_field(
+    tmp_path: Path, sqlite_manager: PluginManager
+) -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(100_000):
+        node["a"] = {}
+        node = node["a"]
+    with ExperimentDB(tmp_path / "t.db", plugin_manager=sqlite_manager) as db:
+        with pytest.raises(ConfigError, match=r"config\.a\.a.* nests deeper than 64 levels"):
+            db.log_run("deep", deep)
+        with pytest.raises(ConfigError, match=r"config is 5\.0 MiB as JSON; .* at most 4 MiB"):
+            db.log_run("huge", {"blob": "x" * 5 * 2**20})
+        with pytest.raises(
+            ConfigError, match=r"notes holds a NUL character \(\\x00\) at position 1"
+        ):
+            db.log_run("nul", {}, notes="a\x00b")
+        assert db.list_runs().empty
+        run_id = db.log_run("ok", {})
+        with pytest.raises(ConfigError, match=r"summary\.a\.a.* nests deeper"):
+            db.update_run(run_id, summary=deep)
+        assert db.get_run(run_id).summary == {}
+
+
 def test_x3_bad_metric_values_and_arguments_name_themselves(
     tmp_path: Path, sqlite_manager: PluginManager
 ) -> None:
