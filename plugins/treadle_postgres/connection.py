@@ -90,7 +90,7 @@ def connect(location: str) -> Connection:
     try:
         connection: Connection = psycopg.connect(conninfo, autocommit=True, row_factory=dict_row)
     except psycopg.Error as err:
-        reason = str(err).strip() or type(err).__name__
+        reason = " ".join(str(err).split()) or type(err).__name__
         msg = (
             f"{shown}: cannot connect to PostgreSQL ({reason}). Check that the server runs "
             f"and listens there, and the user, password and database name (create the "
@@ -165,7 +165,7 @@ class PostgresConnector:
         the fix."""
         if not isinstance(error, psycopg.Error):
             return None
-        reason = f"{type(error).__name__}: {str(error).strip()}"
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
         shown = self.shown
         if isinstance(error, psycopg.errors.UniqueViolation):
             return ConstraintViolation(f"{shown}: {reason}")
