@@ -225,7 +225,7 @@ class ExperimentDB:
             self._check_status(status)
         if error is not None:
             # error text comes from exceptions: kept, with a NUL written as \x00
-            error = check_text(str(error).replace("\x00", "\\x00"), "error")
+            error = str(error).replace("\x00", "\\x00")
         data = None if summary is None else check_json(summary, "summary")
         self.store.update_run(_check_run_id(run_id), status=status, error=error, summary=data)
 

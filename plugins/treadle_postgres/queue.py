@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from treadle.sql.job_store import CLAIM_COLUMNS, OWNED, JobQueue
+from treadle.sql.queue import CLAIM_COLUMNS, OWNED, JobQueue
 
 __all__ = ["SERVER_NOW", "claim_skip_locked", "end_attempt_in_one_statement"]
 

@@ -189,8 +189,10 @@ class SQLiteConnector:
 
     def translate(self, error: Exception) -> Exception | None:
         """SQLite's errors as treadle's: the file named, what happened, the fix."""
-        if not isinstance(error, sqlite3.Error):
-            return None
+        return self.describe(error) if isinstance(error, sqlite3.Error) else None
+
+    def describe(self, error: sqlite3.Error) -> StorageError:
+        """The treadle error for an SQLite error."""
         name = _error_name(error)
         path = self.path.resolve()
         detail = f"{error}; {name}" if name else str(error)
@@ -278,7 +280,7 @@ def check_before_open(location: str | Path, component: str, known_version: int) 
             )
             raise StorageError(msg) from err
         if name.startswith("SQLITE_CORRUPT"):
-            raise SQLiteConnector(location).translate(err) from err  # type: ignore[misc]
+            raise SQLiteConnector(location).describe(err) from err
         return
     finally:
         probe.close()
@@ -315,7 +317,7 @@ def connect(location: str | Path) -> sqlite3.Connection:
     try:
         return connector.connect()
     except sqlite3.Error as err:
-        raise connector.translate(err) from err  # type: ignore[misc]
+        raise connector.describe(err) from err
 
 
 def open_database(
@@ -333,7 +335,7 @@ def open_database(
         migrate(connector, connection, component, migrations)
     except sqlite3.Error as err:
         connection.close()
-        raise connector.translate(err) from err  # type: ignore[misc]
+        raise connector.describe(err) from err
     except BaseException:
         connection.close()
         raise

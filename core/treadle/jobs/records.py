@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
+from treadle.store_values import check_json
+
 if TYPE_CHECKING:
     from treadle.storage import Row
 
@@ -191,8 +193,6 @@ def job_data_json(value: Mapping[str, Any], what: str = "job config") -> str:
 
     :raises ConfigError: the value is not JSON data; names the key and the fix.
     """
-    from treadle.storage import check_json
-
     return json.dumps(check_json(value, what), sort_keys=True, allow_nan=False)
 
 

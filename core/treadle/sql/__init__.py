@@ -22,18 +22,16 @@ from treadle.sql.database import (
 )
 from treadle.sql.dialect import Dialect, QueueClock, on_conflict_upsert
 from treadle.sql.experiment_store import SQLExperimentStore
-from treadle.sql.job_store import (
-    SQLJobStore,
-    claim_in_transaction,
-    end_attempt_in_transaction,
-)
+from treadle.sql.job_store import SQLJobStore
 from treadle.sql.model_store import SQLModelStore
+from treadle.sql.queue import JobQueue, claim_in_transaction, end_attempt_in_transaction
 
 __all__ = [
     "ConstraintViolation",
     "Connector",
     "Database",
     "Dialect",
+    "JobQueue",
     "Migration",
     "QueueClock",
     "SQLExperimentStore",

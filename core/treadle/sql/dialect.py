@@ -15,7 +15,7 @@ import attrs
 from treadle.jobs.records import iso_time
 
 if TYPE_CHECKING:
-    from treadle.sql.job_store import ClaimStrategy, EndAttemptStrategy
+    from treadle.sql.queue import ClaimStrategy, EndAttemptStrategy
 
 __all__ = ["Dialect", "QueueClock", "on_conflict_upsert"]
 
