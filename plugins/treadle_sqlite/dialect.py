@@ -19,6 +19,8 @@ SQLITE = Dialect(
     greatest="MAX",
     metric_row_order="rowid",
     row_locks=False,
+    # INDEXED BY: left to itself the planner sorts every pending job on each claim
+    # (O(queue), measured 1.5 ms at 2,000 pending)
     index_hints=True,
     clock=QueueClock.client_iso(),
 )

@@ -4,8 +4,8 @@ the job queue a dialect may replace, and the portable ones.
 A claim sets ``running``, the worker, ``attempt + 1`` and the lease deadline at once, records
 the attempt, and first returns jobs whose lease expired to the queue. The portable claim does
 that in one write transaction, which is correct wherever a write transaction takes the write
-lock at its start (SQLite's ``BEGIN IMMEDIATE``); PostgreSQL's claims in one statement with
-``FOR UPDATE SKIP LOCKED`` (``treadle_postgres.queue``).
+lock at its start (``BEGIN IMMEDIATE``); a database with row locks may claim in one statement
+with ``FOR UPDATE SKIP LOCKED`` instead, as the PostgreSQL plugin does.
 """
 
 from __future__ import annotations
@@ -72,8 +72,7 @@ def claim_in_transaction(queue: JobQueue, parameters: Mapping[str, Any]) -> Any:
     clock = dialect.clock
     with queue.database.transaction() as db:
         queue.expire_leases(db, parameters)
-        # INDEXED BY: left to itself SQLite's planner sorts every pending job on each claim
-        # (O(queue), measured 1.5 ms at 2,000 pending)
+        # the dialect's index hint keeps the claim on the claim-order index (Dialect.index_hints)
         row = db.one(
             "UPDATE jobs SET status = 'running', worker_id = :worker, attempt = attempt + 1,"
             f" lease_expires_at = {clock.now} + :lease, started_at = {clock.stamp}"
