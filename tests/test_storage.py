@@ -251,6 +251,36 @@ def test_the_database_runs_in_wal_mode_with_foreign_keys(
         assert connection.one("PRAGMA busy_timeout")[0] >= 5000
 
 
+def test_a_forked_child_opens_its_own_connection_and_a_closed_store_says_so(
+    tmp_path: Path, sqlite_manager: PluginManager
+) -> None:
+    """As on PostgreSQL: a child never uses (or, exiting, checkpoints) the parent's SQLite
+    connection, and a store used after close() says so instead of sqlite3's ProgrammingError."""
+    import os
+
+    path = tmp_path / "t.db"
+    with ModelRegistry(path, plugin_manager=sqlite_manager) as registry:
+        registry.register_model("parent", "1", "p.pt", "lm", model_size_mb=0, memory_req_gb=0)
+        pid = os.fork()
+        if pid == 0:  # the child: register through the inherited store, then leave at once
+            code = 1
+            try:
+                registry.register_model(
+                    "child", "1", "c.pt", "lm", model_size_mb=0, memory_req_gb=0
+                )
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert registry.get_model(name="child").checkpoint_path == "c.pt"
+        registry.register_model("parent", "2", "p2.pt", "lm", model_size_mb=0, memory_req_gb=0)
+    store = open_store(path, "models", sqlite_manager)
+    store.close()
+    with pytest.raises(StorageError, match="is closed; open a new one"):
+        store.get_model(1)
+
+
 # -- bad input ---------------------------------------------------------------------------
 
 
