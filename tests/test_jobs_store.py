@@ -103,7 +103,7 @@ def test_a_claim_sets_running_worker_attempt_and_lease_at_once(
     assert store.claim("w2", lease_seconds=30) is None  # nothing else pending
 
 
-def test_claims_go_by_priority_descending_then_submission(
+def test_j8_claims_go_by_priority_descending_then_submission(
     manager: JobManager, store: JobStore
 ) -> None:
     priorities = [5, 1, 10, 5, 7, 10, 1, 3]
@@ -114,7 +114,7 @@ def test_claims_go_by_priority_descending_then_submission(
 
 
 @pytest.mark.slow
-def test_four_processes_claim_500_jobs_none_twice_none_missing(
+def test_j3_four_processes_claim_500_jobs_none_twice_none_missing(
     manager: JobManager, tmp_path: Path
 ) -> None:
     ids = _submit(manager, 500)
@@ -155,7 +155,7 @@ def test_four_processes_claim_500_jobs_none_twice_none_missing(
 # -- leases and conditioned writes --------------------------------------------------------
 
 
-def test_writes_of_a_claim_that_lost_its_lease_change_nothing(
+def test_j2_writes_of_a_claim_that_lost_its_lease_change_nothing(
     manager: JobManager, store: JobStore
 ) -> None:
     (job_id,) = _submit(manager)
@@ -179,7 +179,7 @@ def test_writes_of_a_claim_that_lost_its_lease_change_nothing(
     assert manager.get_job(job_id).result == {"by": "w2"}
 
 
-def test_an_expired_lease_with_no_retries_left_fails_the_job(
+def test_j1_an_expired_lease_with_no_retries_left_fails_the_job(
     manager: JobManager, store: JobStore
 ) -> None:
     (job_id,) = _submit(manager, max_retries=0)
@@ -204,7 +204,7 @@ def test_a_heartbeat_keeps_the_lease(manager: JobManager, store: JobStore) -> No
 # -- retries, release ------------------------------------------------------------------
 
 
-def test_a_failed_attempt_is_not_claimable_before_its_backoff(
+def test_j4_a_failed_attempt_is_not_claimable_before_its_backoff(
     manager: JobManager, store: JobStore
 ) -> None:
     (job_id,) = _submit(manager, max_retries=2)
@@ -243,7 +243,9 @@ def test_a_handed_back_job_is_claimable_at_once_and_not_a_failure(
 # -- cancel ----------------------------------------------------------------------------------
 
 
-def test_cancel_of_pending_running_and_finished_jobs(manager: JobManager, store: JobStore) -> None:
+def test_j7_cancel_of_pending_running_and_finished_jobs(
+    manager: JobManager, store: JobStore
+) -> None:
     pending, running, finished = _submit(manager, 3, priority=5)
     manager.cancel_job(pending)
     assert manager.get_job(pending).status == "cancelled"
@@ -300,6 +302,55 @@ def test_bad_submissions_are_refused_with_the_reason(manager: JobManager) -> Non
     assert manager.list_jobs() == []
     job_id = manager.submit_job("picky", {"needed": 1, "timeout_minutes": 0.5})
     assert manager.get_job(job_id).timeout_seconds == 30.0
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({1: "x"}, r"job config has a key that is not a string: 1"),
+        ({"a": {"b": math.inf}}, r"job config\.a\.b is inf"),
+        ({"steps": [1, {2}]}, r"job config\.steps\[1\] holds a set"),
+    ],
+)
+def test_x3_one_json_rule_for_job_configs_on_submit_and_in_the_store(
+    manager: JobManager, store: JobStore, config: dict[Any, Any], message: str
+) -> None:
+    """``{1: "x"}`` was stored as ``{"1": "x"}`` while ExperimentDB refused it: one rule now,
+    at the facade and in the store, for configs, schedules and results alike."""
+    with pytest.raises(ConfigError, match=message):
+        manager.submit_job("quick", config)
+    with pytest.raises(ConfigError, match=message):
+        store.enqueue("quick", config, priority=5, max_retries=0)
+    with pytest.raises(ConfigError, match=message):
+        store.add_schedule(
+            name="nightly",
+            job_type="quick",
+            config=config,
+            schedule_expr="0 2 * * *",
+            timezone="UTC",
+            priority=5,
+            max_retries=0,
+        )
+    assert manager.list_jobs() == []
+    assert store.schedules() == []
+    _submit(manager)
+    claim = _claim(store)
+    with pytest.raises(ConfigError, match=message.replace("job config", "job result")):
+        store.complete(claim, config)
+    assert manager.get_job(claim.job_id).status == "running"
+
+
+def test_x3_deep_or_huge_job_configs_are_refused_naming_the_limit(manager: JobManager) -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(100_000):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(ConfigError, match=r"job config\.a\.a.* nests deeper than 64 levels"):
+        manager.submit_job("quick", deep)
+    with pytest.raises(ConfigError, match=r"job config is 5\.0 MiB as JSON; .* at most 4 MiB"):
+        manager.submit_job("quick", {"blob": "x" * 5 * 2**20})
+    assert manager.list_jobs() == []
 
 
 def test_jobs_are_listed_newest_first_by_status_and_type(

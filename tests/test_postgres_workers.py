@@ -14,9 +14,9 @@ import pytest
 from tests.conftest import FakeDist
 from tests.test_jobs_helpers import JobsEnv, disabled_plugins, finish, make_jobs_env
 from tests.test_worker import (  # the SQLite suite, run again on PostgreSQL
-    test_four_workers_run_each_of_200_jobs_exactly_once,
-    test_sigkilled_worker_job_is_reclaimed_and_finished_once_as_attempt_2,
-    test_worker_frozen_past_its_lease_changes_nothing_when_resumed,
+    test_j1_sigkilled_worker_job_is_reclaimed_and_finished_once_as_attempt_2,
+    test_j2_worker_frozen_past_its_lease_changes_nothing_when_resumed,
+    test_j3_four_workers_run_each_of_200_jobs_exactly_once,
 )
 
 pytest_plugins = ["tests.postgres_fixtures"]
@@ -25,9 +25,9 @@ pytest_plugins = ["tests.postgres_fixtures"]
 pytestmark = pytest.mark.slow
 
 __all__ = [
-    "test_four_workers_run_each_of_200_jobs_exactly_once",
-    "test_sigkilled_worker_job_is_reclaimed_and_finished_once_as_attempt_2",
-    "test_worker_frozen_past_its_lease_changes_nothing_when_resumed",
+    "test_j3_four_workers_run_each_of_200_jobs_exactly_once",
+    "test_j1_sigkilled_worker_job_is_reclaimed_and_finished_once_as_attempt_2",
+    "test_j2_worker_frozen_past_its_lease_changes_nothing_when_resumed",
 ]
 
 

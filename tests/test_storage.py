@@ -242,11 +242,43 @@ def test_each_store_migrates_its_own_tables_forward_on_open(
 def test_the_database_runs_in_wal_mode_with_foreign_keys(
     tmp_path: Path, sqlite_manager: PluginManager
 ) -> None:
-    with ModelRegistry(tmp_path / "t.db", plugin_manager=sqlite_manager) as registry:
-        connection = registry.store._connection  # type: ignore[attr-defined]
-        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert connection.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-        assert connection.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    with (
+        ModelRegistry(tmp_path / "t.db", plugin_manager=sqlite_manager) as registry,
+        registry.store.database.session() as connection,  # type: ignore[attr-defined]
+    ):
+        assert connection.one("PRAGMA journal_mode")[0] == "wal"
+        assert connection.one("PRAGMA foreign_keys")[0] == 1
+        assert connection.one("PRAGMA busy_timeout")[0] >= 5000
+
+
+def test_a_forked_child_opens_its_own_connection_and_a_closed_store_says_so(
+    tmp_path: Path, sqlite_manager: PluginManager
+) -> None:
+    """As on PostgreSQL: a child never uses (or, exiting, checkpoints) the parent's SQLite
+    connection, and a store used after close() says so instead of sqlite3's ProgrammingError."""
+    import os
+
+    path = tmp_path / "t.db"
+    with ModelRegistry(path, plugin_manager=sqlite_manager) as registry:
+        registry.register_model("parent", "1", "p.pt", "lm", model_size_mb=0, memory_req_gb=0)
+        pid = os.fork()
+        if pid == 0:  # the child: register through the inherited store, then leave at once
+            code = 1
+            try:
+                registry.register_model(
+                    "child", "1", "c.pt", "lm", model_size_mb=0, memory_req_gb=0
+                )
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert registry.get_model(name="child").checkpoint_path == "c.pt"
+        registry.register_model("parent", "2", "p2.pt", "lm", model_size_mb=0, memory_req_gb=0)
+    store = open_store(path, "models", sqlite_manager)
+    store.close()
+    with pytest.raises(StorageError, match="is closed; open a new one"):
+        store.get_model(1)
 
 
 # -- bad input ---------------------------------------------------------------------------
@@ -359,6 +391,30 @@ def test_x3_configs_that_are_not_json_data_are_refused_naming_the_key(
         run_id = db.log_run("good", {"learning_rate": 1e-4})
         with pytest.raises(ConfigError, match="summary"):
             db.update_run(run_id, summary={"best": math.nan})
+        assert db.get_run(run_id).summary == {}
+
+
+def test_x3_deep_huge_or_nul_holding_values_are_refused_naming_the_field(
+    tmp_path: Path, sqlite_manager: PluginManager
+) -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(100_000):
+        node["a"] = {}
+        node = node["a"]
+    with ExperimentDB(tmp_path / "t.db", plugin_manager=sqlite_manager) as db:
+        with pytest.raises(ConfigError, match=r"config\.a\.a.* nests deeper than 64 levels"):
+            db.log_run("deep", deep)
+        with pytest.raises(ConfigError, match=r"config is 5\.0 MiB as JSON; .* at most 4 MiB"):
+            db.log_run("huge", {"blob": "x" * 5 * 2**20})
+        with pytest.raises(
+            ConfigError, match=r"notes holds a NUL character \(\\x00\) at position 1"
+        ):
+            db.log_run("nul", {}, notes="a\x00b")
+        assert db.list_runs().empty
+        run_id = db.log_run("ok", {})
+        with pytest.raises(ConfigError, match=r"summary\.a\.a.* nests deeper"):
+            db.update_run(run_id, summary=deep)
         assert db.get_run(run_id).summary == {}
 
 

@@ -55,7 +55,7 @@ def test_jobs_complete_with_their_result_attempt_folder_and_log(jobs_env: JobsEn
     assert report["stop_reason"] == "max_jobs (1) reached"
 
 
-def test_four_workers_run_each_of_200_jobs_exactly_once(jobs_env: JobsEnv) -> None:
+def test_j3_four_workers_run_each_of_200_jobs_exactly_once(jobs_env: JobsEnv) -> None:
     manager = jobs_env.manager()
     log = jobs_env.tmp / "log"
     ids = [manager.submit_job("touch", {"log": str(log)}) for _ in range(200)]
@@ -71,7 +71,7 @@ def test_four_workers_run_each_of_200_jobs_exactly_once(jobs_env: JobsEnv) -> No
     assert all(ran_on[job.job_id] == job.worker_id for job in jobs)
 
 
-def test_failing_job_runs_max_retries_plus_one_times_with_growing_capped_backoff(
+def test_j4_failing_job_runs_max_retries_plus_one_times_with_growing_capped_backoff(
     jobs_env: JobsEnv,
 ) -> None:
     manager = jobs_env.manager()
@@ -92,7 +92,7 @@ def test_failing_job_runs_max_retries_plus_one_times_with_growing_capped_backoff
     assert "about to fail" in log.read_text()
 
 
-def test_child_that_dies_every_time_fails_the_job_and_the_worker_lives_on(
+def test_j5_child_that_dies_every_time_fails_the_job_and_the_worker_lives_on(
     jobs_env: JobsEnv,
 ) -> None:
     manager = jobs_env.manager()
@@ -108,7 +108,7 @@ def test_child_that_dies_every_time_fails_the_job_and_the_worker_lives_on(
     assert manager.get_job(after).status == "completed"
 
 
-def test_timeout_kills_the_whole_process_group_and_says_so(jobs_env: JobsEnv) -> None:
+def test_j6_timeout_kills_the_whole_process_group_and_says_so(jobs_env: JobsEnv) -> None:
     manager = jobs_env.manager()
     pid_file = jobs_env.tmp / "pids"
     job_id = manager.submit_job(
@@ -127,7 +127,7 @@ def test_timeout_kills_the_whole_process_group_and_says_so(jobs_env: JobsEnv) ->
     jobs_env.wait_for(lambda: _process_gone(child_pid) and _process_gone(grandchild_pid), 2)
 
 
-def test_cancel_pending_never_runs_running_is_stopped_finished_is_refused(
+def test_j7_cancel_pending_never_runs_running_is_stopped_finished_is_refused(
     jobs_env: JobsEnv,
 ) -> None:
     manager = jobs_env.manager()
@@ -149,7 +149,7 @@ def test_cancel_pending_never_runs_running_is_stopped_finished_is_refused(
         manager.cancel_job(running)
 
 
-def test_claims_go_by_priority_then_submission_order(jobs_env: JobsEnv) -> None:
+def test_j8_claims_go_by_priority_then_submission_order(jobs_env: JobsEnv) -> None:
     manager = jobs_env.manager()
     log = jobs_env.tmp / "log"
     priorities = [3, 9, 3, 10, 1, 9]
@@ -161,7 +161,7 @@ def test_claims_go_by_priority_then_submission_order(jobs_env: JobsEnv) -> None:
 
 
 @pytest.mark.slow
-def test_sigkilled_worker_job_is_reclaimed_and_finished_once_as_attempt_2(
+def test_j1_sigkilled_worker_job_is_reclaimed_and_finished_once_as_attempt_2(
     jobs_env: JobsEnv,
 ) -> None:
     manager = jobs_env.manager()
@@ -183,7 +183,7 @@ def test_sigkilled_worker_job_is_reclaimed_and_finished_once_as_attempt_2(
 
 
 @pytest.mark.slow
-def test_worker_frozen_past_its_lease_changes_nothing_when_resumed(jobs_env: JobsEnv) -> None:
+def test_j2_worker_frozen_past_its_lease_changes_nothing_when_resumed(jobs_env: JobsEnv) -> None:
     manager = jobs_env.manager()
     job_id = manager.submit_job("sleep", jobs_env.config(seconds=0.6))
     frozen = jobs_env.start_worker("w1", "--max-jobs", "1")
@@ -201,7 +201,7 @@ def test_worker_frozen_past_its_lease_changes_nothing_when_resumed(jobs_env: Job
 
 
 @pytest.mark.slow
-def test_sigterm_lets_the_job_finish_then_exits_0(jobs_env: JobsEnv) -> None:
+def test_j9_sigterm_lets_the_job_finish_then_exits_0(jobs_env: JobsEnv) -> None:
     manager = jobs_env.manager()
     job_id = manager.submit_job("sleep", jobs_env.config(seconds=0.6))
     later = manager.submit_job("sleep", jobs_env.config(seconds=0.0), priority=1)
@@ -215,7 +215,7 @@ def test_sigterm_lets_the_job_finish_then_exits_0(jobs_env: JobsEnv) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_hands_back_a_job_that_outlasts_the_grace_period(jobs_env: JobsEnv) -> None:
+def test_j9_sigterm_hands_back_a_job_that_outlasts_the_grace_period(jobs_env: JobsEnv) -> None:
     manager = jobs_env.manager()
     job_id = manager.submit_job("sleep", jobs_env.config(seconds=30.0))
     worker = jobs_env.start_worker("w1", "--shutdown-grace", "0.3")
@@ -232,7 +232,7 @@ def test_sigterm_hands_back_a_job_that_outlasts_the_grace_period(jobs_env: JobsE
 
 
 @pytest.mark.slow
-def test_a_second_sigterm_hands_the_job_back_at_once(jobs_env: JobsEnv) -> None:
+def test_j9_a_second_sigterm_hands_the_job_back_at_once(jobs_env: JobsEnv) -> None:
     manager = jobs_env.manager()
     job_id = manager.submit_job("sleep", jobs_env.config(seconds=30.0))
     worker = jobs_env.start_worker("w1", "--shutdown-grace", "60")

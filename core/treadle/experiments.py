@@ -24,7 +24,9 @@ from treadle.storage import (
     MetricRow,
     MetricValues,
     RunRecord,
+    check_json,
     check_name,
+    check_text,
     open_store,
 )
 
@@ -54,44 +56,16 @@ _REDUCTIONS = ("last", "min", "max")
 
 
 def check_config(config: object, path: str = "config") -> dict[str, Any]:
-    """``config`` as JSON data (a dict of str keys to strings, finite numbers, booleans,
-    ``None``, lists and dicts), copied.
+    """``config`` as JSON data by the stores' one rule (:func:`treadle.storage.check_json`),
+    copied; an object with ``to_dict()`` (a :class:`~treadle.config.TrainingConfig`) gives
+    its dict.
 
     :raises ConfigError: naming the key and what is wrong with its value.
     """
     to_dict = getattr(config, "to_dict", None)
     if callable(to_dict) and not isinstance(config, Mapping):
         config = to_dict()
-    if not isinstance(config, Mapping):
-        msg = f"{path} must be a mapping (or have to_dict()): {type(config).__name__}"
-        raise ConfigError(msg)
-    return _json_value(config, path)  # type: ignore[no-any-return]
-
-
-def _json_value(value: object, path: str) -> Any:
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            msg = f"{path} is {value}; store finite numbers (or None) only"
-            raise ConfigError(msg)
-        return float(value)
-    if isinstance(value, Mapping):
-        result = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                msg = f"{path} has a key that is not a string: {key!r}"
-                raise ConfigError(msg)
-            result[key] = _json_value(item, f"{path}.{key}")
-        return result
-    if isinstance(value, list | tuple):
-        return [_json_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    if isinstance(value, Path):
-        return str(value)
-    msg = f"{path} holds a {type(value).__name__} ({value!r:.60}); store JSON data only"
-    raise ConfigError(msg)
+    return check_json(config, path)
 
 
 def metric_value(value: object, name: str) -> float | None:
@@ -178,17 +152,12 @@ class ExperimentDB:
         :raises ConfigError: a malformed name, status or config (the key named).
         """
         check_name(run_name, "run name")
-        if not isinstance(notes, str):
-            msg = f"notes must be a string: {notes!r}"
-            raise ConfigError(msg)
+        check_text(notes, "notes")
+        folder = None if run_dir is None else check_text(str(run_dir), "run_dir")
         self._check_status(status)
         data = check_config({} if config is None else config)
         return self.store.create_run(
-            run_name=run_name,
-            config=data,
-            notes=notes,
-            run_dir=None if run_dir is None else str(run_dir),
-            status=status,
+            run_name=run_name, config=data, notes=notes, run_dir=folder, status=status
         )
 
     def log_metric(
@@ -254,7 +223,10 @@ class ExperimentDB:
         """
         if status is not None:
             self._check_status(status)
-        data = None if summary is None else check_config(summary, "summary")
+        if error is not None:
+            # error text comes from exceptions: kept, with a NUL written as \x00
+            error = str(error).replace("\x00", "\\x00")
+        data = None if summary is None else check_json(summary, "summary")
         self.store.update_run(_check_run_id(run_id), status=status, error=error, summary=data)
 
     @staticmethod

@@ -22,7 +22,9 @@ from treadle.storage import (
     ModelRegistryEntry,
     NewModel,
     RegistryError,
+    check_json,
     check_name,
+    check_text,
     encode_metrics,
     open_store,
     utc_now,
@@ -228,9 +230,7 @@ class ModelRegistry:
         check_name(version, "model version", max_length=128)
         path_text = check_name(str(checkpoint_path), "checkpoint_path", max_length=4096)
         check_name(task_type, "task_type", max_length=128)
-        if not isinstance(config_hash, str):
-            msg = f"config_hash must be a string: {config_hash!r}"
-            raise ConfigError(msg)
+        check_text(config_hash, "config_hash")
         if status not in ("active", "experimental"):
             msg = f"a new model's status must be 'active' or 'experimental': {status!r}"
             raise ConfigError(msg)
@@ -454,7 +454,7 @@ def _profile_data(profile: object) -> dict[str, Any] | None:
     except (DriftError, KeyError, TypeError, ValueError) as err:
         msg = f"data_profile is not a valid treadle data profile: {err}"
         raise ConfigError(msg) from err
-    return dict(data)
+    return check_json(data, "data_profile")
 
 
 def _frame(entries: Sequence[ModelRegistryEntry]) -> pandas.DataFrame:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -22,7 +21,16 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_chec
 
 import attrs
 
-from treadle.errors import ConfigError, StorageError, TreadleError, UnknownNameError
+from treadle.errors import StorageError, TreadleError, UnknownNameError
+from treadle.store_values import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    check_json,
+    check_name,
+    check_text,
+    decode_metrics,
+    encode_metrics,
+)
 
 if TYPE_CHECKING:
     from treadle.jobs.records import AttemptOutcome, Claim, HeartbeatReply, Job, Schedule
@@ -47,7 +55,11 @@ __all__ = [
     "NewModel",
     "RegistryError",
     "RunRecord",
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "check_json",
     "check_name",
+    "check_text",
     "decode_metrics",
     "encode_metrics",
     "open_store",
@@ -63,7 +75,6 @@ RUN_STATUSES = ("running", "completed", "failed")
 StoreKind = Literal["models", "experiments", "jobs"]
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RegistryError(TreadleError, ValueError):
@@ -78,61 +89,6 @@ class DuplicateModelError(RegistryError):
 def utc_now() -> str:
     """Now as ISO 8601 in UTC with milliseconds: the timestamps stores write."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def check_name(value: object, what: str, *, max_length: int = 256) -> str:
-    """``value`` as a name fit to store: a non-empty string of at most ``max_length``
-    characters without control characters (NUL, newlines). Quotes, slashes, ``../`` and SQL
-    are plain text to a store: kept verbatim.
-
-    :raises ConfigError: naming ``what`` and the problem.
-    """
-    if not isinstance(value, str):
-        msg = f"{what} must be a string: {value!r}"
-        raise ConfigError(msg)
-    if not value.strip():
-        msg = f"{what} must not be empty or blank: {value!r}"
-        raise ConfigError(msg)
-    if len(value) > max_length:
-        msg = f"{what} is {len(value)} characters long; at most {max_length} are allowed"
-        raise ConfigError(msg)
-    control = _CONTROL.search(value)
-    if control:
-        msg = (
-            f"{what} {value[:60]!r} holds the control character {control.group()!r} at "
-            f"position {control.start()}; use printable characters"
-        )
-        raise ConfigError(msg)
-    return value
-
-
-def encode_metrics(metrics: Mapping[str, Any], what: str = "metrics") -> dict[str, Any]:
-    """Metrics as JSON-ready data: names checked, values floats, non-finite values as the
-    strings ``"nan"``, ``"inf"``, ``"-inf"`` (strict JSON has none of them).
-
-    :raises ConfigError: a name is not a valid name, or a value is not a number.
-    """
-    if not isinstance(metrics, Mapping):
-        msg = f"{what} must be a mapping of names to numbers: {type(metrics).__name__}"
-        raise ConfigError(msg)
-    encoded: dict[str, Any] = {}
-    for name, value in metrics.items():
-        check_name(name, f"{what} name")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            try:
-                number = float(value)  # numpy and 0-d torch numbers
-            except (TypeError, ValueError):
-                msg = f"{what} {name!r} must be a number: {value!r}"
-                raise ConfigError(msg) from None
-        else:
-            number = float(value)
-        encoded[name] = number if math.isfinite(number) else str(number)
-    return encoded
-
-
-def decode_metrics(data: Mapping[str, Any]) -> dict[str, float]:
-    """The inverse of :func:`encode_metrics`."""
-    return {str(name): float(value) for name, value in data.items()}
 
 
 class Row(Protocol):

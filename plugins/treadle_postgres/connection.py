@@ -1,17 +1,18 @@
-"""PostgreSQL connections for treadle's stores: psycopg 3, autocommit, versioned schemas.
+"""PostgreSQL connections for treadle's stores: psycopg 3, autocommit, advisory-lock
+migrations, reconnecting, and PostgreSQL's errors said as treadle's.
 
 Each store holds one connection in autocommit mode, so a single statement is committed at
-once (a job claim, a heartbeat) and a group of statements runs in an explicit transaction
-(:meth:`Database.transaction`). A connection lost to a server restart or a network cut fails
-the call that found it with a :class:`~treadle.errors.StorageError`; the next call connects
-again. A process forked from one holding a store opens its own connection on first use.
+once (a job claim, a heartbeat) and a group of statements runs in an explicit transaction. A
+connection lost to a server restart or a network cut fails the call that found it with a
+:class:`~treadle.errors.StorageError`; the next call connects again. A process forked from one
+holding a store opens its own connection on first use (:class:`treadle.sql.Database`).
+Everything else is :mod:`treadle.sql`'s; this module is the PostgreSQL
+:class:`~treadle.sql.database.Connector`.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -19,22 +20,22 @@ import psycopg
 from psycopg.rows import DictRow, dict_row
 
 from treadle.errors import StorageError
+from treadle.sql import ConstraintViolation, Database, Migration
+from treadle.sql import migrate as migrate_schema
+from treadle_postgres.dialect import POSTGRES
 
 __all__ = [
     "Connection",
-    "Database",
     "Migration",
+    "PostgresConnector",
     "connect",
     "migrate",
+    "open_store_database",
     "redact",
 ]
 
 #: A connection whose rows are dictionaries of column name to value.
 Connection = psycopg.Connection[DictRow]
-
-#: A migration is SQL (one or more statements) or a function given the connection, which is
-#: inside the migration's transaction.
-Migration = str | Callable[[Connection], None]
 
 #: Serializes schema migrations of concurrent openers of one database (an advisory lock key:
 #: the bytes of "treadle" as an integer).
@@ -42,10 +43,6 @@ MIGRATION_LOCK = 0x74726561646C65
 
 #: Defaults added to a URL that does not set them.
 CONNECT_DEFAULTS = {"application_name": "treadle", "connect_timeout": "10"}
-
-# connections a forked child inherited: kept referenced, never finalized there, so that the
-# child does not close the parent's session from under it (see Database._live)
-_INHERITED: list[Connection] = []
 
 
 def redact(location: str) -> str:
@@ -93,7 +90,7 @@ def connect(location: str) -> Connection:
     try:
         connection: Connection = psycopg.connect(conninfo, autocommit=True, row_factory=dict_row)
     except psycopg.Error as err:
-        reason = str(err).strip() or type(err).__name__
+        reason = " ".join(str(err).split()) or type(err).__name__
         msg = (
             f"{shown}: cannot connect to PostgreSQL ({reason}). Check that the server runs "
             f"and listens there, and the user, password and database name (create the "
@@ -103,156 +100,133 @@ def connect(location: str) -> Connection:
     return connection
 
 
+class PostgresConnector:
+    """The PostgreSQL side of a store's :class:`~treadle.sql.database.Database`.
+
+    :param location: a ``postgresql://`` or ``postgres://`` URL.
+    """
+
+    dialect = POSTGRES
+
+    def __init__(self, location: str) -> None:
+        self.location = location
+        self.shown = redact(location)
+
+    def connect(self) -> Connection:
+        return connect(self.location)
+
+    def is_closed(self, connection: Connection) -> bool:
+        return bool(connection.closed)
+
+    @contextmanager
+    def transaction(self, connection: Connection) -> Iterator[None]:
+        with connection.transaction():
+            yield
+
+    @contextmanager
+    def migration_transaction(self, connection: Connection) -> Iterator[None]:
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            yield
+
+    def tables(self, connection: Connection) -> set[str]:
+        """The tables of the connection's current schema (where treadle keeps its own).
+
+        :raises StorageError: the ``search_path`` names no schema that exists.
+        """
+        row = connection.execute(
+            "SELECT current_schema() AS schema, ARRAY(SELECT tablename FROM pg_tables"
+            " WHERE schemaname = current_schema()) AS tables"
+        ).fetchone()
+        if row is None or row["schema"] is None:
+            path = connection.execute("SHOW search_path").fetchone()
+            msg = (
+                f"{self.shown}: the search_path ({path['search_path'] if path else '?'}) "
+                f"names no schema that exists, so treadle has nowhere to keep its tables; "
+                f"create the schema first (CREATE SCHEMA ...) or fix the URL's "
+                f"options=-csearch_path."
+            )
+            raise StorageError(msg)
+        return set(row["tables"])
+
+    def run_script(self, connection: Connection, script: str) -> None:
+        connection.execute(script)  # SQL text without parameters: many statements
+
+    def not_a_store(self, tables: Iterable[str]) -> str:
+        return (
+            f"{self.shown}: the database's schema holds tables that are not a treadle store "
+            f"({', '.join(sorted(tables)[:5])}, and no treadle_schema); use a database of "
+            f"its own, or a schema of its own (add ?options=-csearch_path%3Dtreadle to the "
+            f"URL after CREATE SCHEMA treadle). Nothing was changed."
+        )
+
+    def translate(self, error: Exception) -> Exception | None:
+        """psycopg's errors as treadle's: the server named (password hidden), what happened,
+        the fix."""
+        if not isinstance(error, psycopg.Error):
+            return None
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        shown = self.shown
+        if isinstance(error, psycopg.errors.UniqueViolation):
+            return ConstraintViolation(f"{shown}: {reason}")
+        if isinstance(error, psycopg.errors.DiskFull):
+            msg = (
+                f"{shown}: the database server's disk is full ({reason}). This write was "
+                f"rolled back and nothing stored before it changed; free space on the "
+                f"server's data disk and try again."
+            )
+        elif isinstance(error, psycopg.errors.ReadOnlySqlTransaction):
+            msg = (
+                f"{shown}: the server refuses writes in this session ({reason}): "
+                f"default_transaction_read_only is on for the database or user, or the "
+                f"server is a read-only standby. Reading works; to write, connect to the "
+                f"primary or turn it off (ALTER DATABASE ... SET default_transaction_read_only"
+                f" = off). Nothing was changed."
+            )
+        elif isinstance(error, psycopg.DataError) and "NUL" in str(error):
+            msg = (
+                f"{shown}: PostgreSQL text cannot hold the NUL character (0x00) ({reason}); "
+                f"remove it from the value. Nothing was changed."
+            )
+        elif isinstance(error, psycopg.errors.DataCorrupted | psycopg.errors.IndexCorrupted):
+            msg = (
+                f"{shown}: the server reports damaged data ({reason}); treadle changed "
+                f"nothing. Restore the database from a backup, or ask its administrator."
+            )
+        elif isinstance(error, psycopg.errors.QueryCanceled):
+            msg = (
+                f"{shown}: the server cancelled the statement ({reason}): a statement_timeout "
+                f"or an administrator; nothing of it was written."
+            )
+        elif isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+            msg = (
+                f"{shown}: the connection failed or was lost ({reason}); check that the "
+                f"server runs and can be reached from here. The next call connects again."
+            )
+        else:
+            msg = f"{shown}: the statement failed ({reason})"
+        return StorageError(msg)
+
+
 def migrate(
     connection: Connection, component: str, migrations: Sequence[Migration], location: str
 ) -> int:
-    """Bring ``component``'s tables forward to ``len(migrations)``, all steps in one transaction.
-
-    The version of each component (``registry``, ``experiments``, ``jobs``) lives in the
-    ``treadle_schema`` table of the connection's current schema, so stores sharing one
-    database migrate independently. Concurrent openers serialize on an advisory lock, and the
-    second finds the work done (PostgreSQL's DDL is transactional).
+    """Bring ``component``'s tables forward to ``len(migrations)`` in the connection's
+    current schema, all steps in one transaction (:func:`treadle.sql.migrate`); concurrent
+    openers serialize on an advisory lock, and the second finds the work done.
 
     :returns: the version now in place.
-    :raises StorageError: the schema holds tables but is no treadle store, or holds a newer
-        schema than this treadle knows (nothing is changed then).
+    :raises StorageError: the schema holds tables but is no treadle store, holds a newer
+        schema than this treadle knows, or the search_path names no schema (nothing is
+        changed then).
     """
-    shown = redact(location)
-    target = len(migrations)
-    row = connection.execute("SELECT current_schema() AS schema").fetchone()
-    if row is None or row["schema"] is None:
-        path = connection.execute("SHOW search_path").fetchone()
-        msg = (
-            f"{shown}: the search_path ({path['search_path'] if path else '?'}) names no "
-            f"schema that exists, so treadle has nowhere to keep its tables; create the "
-            f"schema first (CREATE SCHEMA ...) or fix the URL's options=-csearch_path."
-        )
-        raise StorageError(msg)
-    # the common case, a store opened again: one read, no lock
-    tables = _tables(connection)
-    if "treadle_schema" in tables and _version(connection, component) == target:
-        return target
-    with connection.transaction():
-        connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-        tables = _tables(connection)
-        if tables and "treadle_schema" not in tables:
-            msg = (
-                f"{shown}: the database's schema holds tables that are not a treadle store "
-                f"({', '.join(sorted(tables)[:5])}, and no treadle_schema); use a database of "
-                f"its own, or a schema of its own (add ?options=-csearch_path%3Dtreadle to the "
-                f"URL after CREATE SCHEMA treadle). Nothing was changed."
-            )
-            raise StorageError(msg)
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS treadle_schema ("
-            " component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-        )
-        current = _version(connection, component)
-        if current > target:
-            msg = (
-                f"{shown} holds {component} schema version {current}, newer than this treadle "
-                f"knows ({target}); upgrade treadle to open it. Nothing was changed."
-            )
-            raise StorageError(msg)
-        for version in range(current + 1, target + 1):
-            step = migrations[version - 1]
-            if callable(step):
-                step(connection)
-            else:
-                connection.execute(step)  # SQL text without parameters: many statements
-        if target != current:
-            connection.execute(
-                "INSERT INTO treadle_schema (component, version) VALUES (%s, %s) "
-                "ON CONFLICT (component) DO UPDATE SET version = excluded.version",
-                (component, target),
-            )
-    return target
+    return migrate_schema(PostgresConnector(location), connection, component, migrations)
 
 
-def _tables(connection: Connection) -> set[str]:
-    rows = connection.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
-    ).fetchall()
-    return {row["tablename"] for row in rows}
+def open_store_database(location: str, component: str, migrations: Sequence[Migration]) -> Database:
+    """The :class:`~treadle.sql.database.Database` of a store in the PostgreSQL database at
+    ``location``, connected and migrated.
 
-
-def _version(connection: Connection, component: str) -> int:
-    row = connection.execute(
-        "SELECT version FROM treadle_schema WHERE component = %s", (component,)
-    ).fetchone()
-    return 0 if row is None else int(row["version"])
-
-
-class Database:
-    """One store's connection: opened and migrated at once, used under a lock (threads that
-    share a store take turns), opened again after a loss or in a forked child.
-
-    :param location: a ``postgresql://`` or ``postgres://`` URL.
-    :param component: the component whose schema version the store keeps.
-    :param migrations: its migrations, oldest first.
-    :raises StorageError: as :func:`connect` and :func:`migrate`.
+    :raises StorageError: naming the URL (password hidden) and the fix.
     """
-
-    def __init__(self, location: str, component: str, migrations: Sequence[Migration]) -> None:
-        self.location = location
-        self.shown = redact(location)
-        self._lock = threading.RLock()
-        self._pid = os.getpid()
-        self._closed = False
-        self._connection = connect(location)
-        try:
-            with self._errors():
-                migrate(self._connection, component, migrations, location)
-        except BaseException:
-            self._connection.close()
-            raise
-
-    def close(self) -> None:
-        """Close the connection; a store closed is not opened again."""
-        with self._lock:
-            self._closed = True
-            if self._pid == os.getpid():
-                self._connection.close()
-
-    def _live(self) -> Connection:
-        if self._closed:
-            msg = f"The store at {self.shown} is closed; open a new one."
-            raise StorageError(msg)
-        if self._pid != os.getpid():
-            # a forked child shares the parent's socket: never speak on it, never close it
-            _INHERITED.append(self._connection)
-            self._pid = os.getpid()
-            self._connection = connect(self.location)
-        elif self._connection.closed:
-            self._connection = connect(self.location)
-        return self._connection
-
-    @contextmanager
-    def _errors(self) -> Iterator[None]:
-        # integrity errors pass as they are: stores turn them into their own errors
-        try:
-            yield
-        except psycopg.IntegrityError:
-            raise
-        except psycopg.Error as err:
-            if isinstance(err, psycopg.OperationalError | psycopg.InterfaceError):
-                hint = "the connection failed or was lost; the next call connects again"
-            else:
-                hint = "the statement failed"
-            msg = f"{self.shown}: {hint} ({type(err).__name__}: {str(err).strip()})"
-            raise StorageError(msg) from err
-
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """The connection in autocommit mode, held for the block: each statement commits."""
-        with self._lock, self._errors():
-            yield self._live()
-
-    @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A transaction for the block: committed at its end, rolled back on any exception,
-        so a crash leaves nothing half written."""
-        with self._lock, self._errors():
-            connection = self._live()
-            with connection.transaction():
-                yield connection
+    return Database(PostgresConnector(location), component, migrations)

@@ -1,28 +1,20 @@
-"""The PostgreSQL experiment store: runs, their attempts, and every metric value they logged.
+"""The PostgreSQL experiment store: its tables; the SQL is
+:class:`treadle.sql.SQLExperimentStore`'s.
 
-The layout is the SQLite store's: each ``(run, metric name)`` is a series with an integer id,
-and a metric row holds the series id under one index ``(series_id, step)``. ``row_id`` keeps
-the insertion order. A resumed run starts a new attempt; rows an earlier attempt logged after
-the resume step are marked ``superseded_by`` that attempt, so the live timeline
-(``superseded_by IS NULL``) holds each step once.
-
-Ordering matches SQLite's: ``NULL`` steps and epochs sort first, names in byte order
-(``COLLATE "C"``) whatever the database's locale.
+The layout is the SQLite store's, with ``row_id`` keeping the insertion order (PostgreSQL has
+no ``rowid``). Ordering matches SQLite's: ``NULL`` steps and epochs sort first, names in byte
+order (``COLLATE "C"``) whatever the database's locale.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from treadle.errors import UnknownNameError
-from treadle.storage import MetricRow, MetricValues, RunRecord, run_record_from_row, utc_now
-from treadle_postgres.connection import Connection, Database, Migration
+from treadle.sql import SQLExperimentStore
+from treadle.sql.experiment_store import COMPONENT
+from treadle_postgres.connection import Migration, open_store_database
 
-__all__ = ["PostgresExperimentStore"]
-
-COMPONENT = "experiments"
+__all__ = ["MIGRATIONS", "PostgresExperimentStore"]
 
 MIGRATIONS: Sequence[Migration] = (
     """
@@ -69,19 +61,8 @@ MIGRATIONS: Sequence[Migration] = (
     """,
 )
 
-_ENDED = ("completed", "failed")
 
-
-def _int_or_none(value: Any) -> int | None:
-    return None if value is None else int(value)
-
-
-def _finite(value: float | None) -> float | None:
-    # NaN as NULL, as SQLite stores it: PostgreSQL would sort a NaN above every number
-    return None if value is None or value != value else value
-
-
-class PostgresExperimentStore:
+class PostgresExperimentStore(SQLExperimentStore):
     """Experiment runs and metrics in a PostgreSQL database (shared with other treadle stores).
 
     :param location: ``postgresql://user:password@host:port/database``; migrated on open.
@@ -90,267 +71,4 @@ class PostgresExperimentStore:
     """
 
     def __init__(self, location: str) -> None:
-        self.location = str(location)
-        self._db = Database(self.location, COMPONENT, MIGRATIONS)
-        self._series: dict[int, dict[str, int]] = {}  # run_id -> name -> series_id
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> PostgresExperimentStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _unknown(self, run_id: int) -> UnknownNameError:
-        return UnknownNameError(f"No run with id {run_id} in {self._db.shown}.")
-
-    # -- writes --------------------------------------------------------------------------
-
-    def create_run(
-        self,
-        *,
-        run_name: str,
-        config: Mapping[str, Any],
-        notes: str,
-        run_dir: str | None,
-        status: str,
-    ) -> int:
-        now = utc_now()
-        with self._db.transaction() as db:
-            row = db.execute(
-                "INSERT INTO runs (run_name, status, config, notes, run_dir, created_at,"
-                " ended_at) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING run_id",
-                (
-                    run_name,
-                    status,
-                    json.dumps(config, allow_nan=False),
-                    notes,
-                    run_dir,
-                    now,
-                    now if status in _ENDED else None,
-                ),
-            ).fetchone()
-            assert row is not None
-            run_id = int(row["run_id"])
-            db.execute(
-                "INSERT INTO run_attempts (run_id, attempt, started_at) VALUES (%s, 1, %s)",
-                (run_id, now),
-            )
-        return run_id
-
-    def start_attempt(self, run_id: int, resume_step: int | None) -> int:
-        now = utc_now()
-        with self._db.transaction() as db:
-            row = db.execute(
-                "UPDATE runs SET attempt = attempt + 1, status = 'running', ended_at = NULL,"
-                " error = NULL WHERE run_id = %s RETURNING attempt",
-                (run_id,),
-            ).fetchone()
-            if row is None:
-                raise self._unknown(run_id)
-            attempt = int(row["attempt"])
-            db.execute(
-                "INSERT INTO run_attempts (run_id, attempt, started_at, resume_step)"
-                " VALUES (%s, %s, %s, %s)",
-                (run_id, attempt, now, resume_step),
-            )
-            if resume_step is not None:
-                db.execute(
-                    "UPDATE run_metrics SET superseded_by = %s WHERE series_id IN"
-                    " (SELECT series_id FROM run_series WHERE run_id = %s)"
-                    " AND attempt < %s AND superseded_by IS NULL AND step > %s",
-                    (attempt, run_id, attempt, resume_step),
-                )
-        return attempt
-
-    def add_metrics(self, run_id: int, attempt: int | None, rows: Iterable[MetricValues]) -> int:
-        created: dict[str, int] = {}
-        with self._db.transaction() as db:
-            # FOR KEY SHARE: the run cannot vanish under the batch; other writers of the run
-            # and status updates are not blocked
-            row = db.execute(
-                "SELECT attempt FROM runs WHERE run_id = %s FOR KEY SHARE", (run_id,)
-            ).fetchone()
-            if row is None:
-                raise self._unknown(run_id)
-            current = int(row["attempt"]) if attempt is None else attempt
-            # the rows are consumed inside the transaction: a crash midway leaves none
-            batch = list(rows)
-            known = self._series.setdefault(run_id, {})
-            for name in sorted({values[0] for values in batch}.difference(known)):
-                created[name] = self._series_id(db, run_id, name)
-            series = {**known, **created}
-            if batch:
-                with db.cursor() as cursor:
-                    cursor.executemany(
-                        "INSERT INTO run_metrics"
-                        " (series_id, attempt, value, epoch, step, logged_at)"
-                        " VALUES (%s, %s, %s, %s, %s, %s)",
-                        [
-                            (series[name], current, _finite(value), epoch, step, logged_at)
-                            for name, value, epoch, step, logged_at in batch
-                        ],
-                    )
-        # cached only once committed: a rolled-back series id must not be reused
-        known.update(created)
-        return len(batch)
-
-    @staticmethod
-    def _series_id(db: Connection, run_id: int, name: str) -> int:
-        db.execute(
-            "INSERT INTO run_series (run_id, name) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            (run_id, name),
-        )
-        row = db.execute(
-            "SELECT series_id FROM run_series WHERE run_id = %s AND name = %s", (run_id, name)
-        ).fetchone()
-        assert row is not None
-        return int(row["series_id"])
-
-    def update_run(
-        self,
-        run_id: int,
-        *,
-        status: str | None = None,
-        error: str | None = None,
-        summary: Mapping[str, Any] | None = None,
-    ) -> None:
-        with self._db.transaction() as db:
-            row = db.execute(
-                "SELECT summary FROM runs WHERE run_id = %s FOR UPDATE", (run_id,)
-            ).fetchone()
-            if row is None:
-                raise self._unknown(run_id)
-            if status is not None:
-                db.execute(
-                    "UPDATE runs SET status = %s, ended_at = %s WHERE run_id = %s",
-                    (status, utc_now() if status in _ENDED else None, run_id),
-                )
-            if error is not None:
-                db.execute("UPDATE runs SET error = %s WHERE run_id = %s", (error, run_id))
-            if summary:
-                merged = {**json.loads(row["summary"]), **summary}
-                db.execute(
-                    "UPDATE runs SET summary = %s WHERE run_id = %s",
-                    (json.dumps(merged, allow_nan=False), run_id),
-                )
-
-    # -- reads ---------------------------------------------------------------------------
-
-    def get_run(self, run_id: int) -> RunRecord:
-        with self._db.connection() as db:
-            row = db.execute("SELECT * FROM runs WHERE run_id = %s", (run_id,)).fetchone()
-        if row is None:
-            raise self._unknown(run_id)
-        return run_record_from_row(row)
-
-    def find_runs(
-        self,
-        *,
-        name: str | None = None,
-        status: str | None = None,
-        run_dir: str | None = None,
-        run_ids: Sequence[int] | None = None,
-        limit: int | None = None,
-    ) -> list[RunRecord]:
-        clauses: list[str] = []
-        parameters: list[Any] = []
-        for column, value in (("run_name", name), ("status", status), ("run_dir", run_dir)):
-            if value is not None:
-                clauses.append(f"{column} = %s")
-                parameters.append(value)
-        if run_ids is not None:
-            clauses.append("run_id = ANY(%s::bigint[])")
-            parameters.append([int(run_id) for run_id in run_ids])
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        limit_clause = ""
-        if limit is not None:
-            limit_clause = "LIMIT %s"
-            parameters.append(int(limit))
-        with self._db.connection() as db:
-            rows = db.execute(
-                f"SELECT * FROM runs {where} ORDER BY run_id DESC {limit_clause}", parameters
-            ).fetchall()
-        return [run_record_from_row(row) for row in rows]
-
-    def get_metrics(
-        self,
-        run_ids: Sequence[int],
-        *,
-        names: Sequence[str] | None = None,
-        include_superseded: bool = False,
-    ) -> list[MetricRow]:
-        clauses = ["s.run_id = ANY(%s::bigint[])"]
-        parameters: list[Any] = [[int(run_id) for run_id in run_ids]]
-        if names is not None:
-            clauses.append("s.name = ANY(%s::text[])")
-            parameters.append(list(names))
-        if not include_superseded:
-            clauses.append("m.superseded_by IS NULL")
-        with self._db.connection() as db:
-            rows = db.execute(
-                "SELECT s.run_id, m.attempt, s.name, m.value, m.epoch, m.step, m.logged_at,"
-                " m.superseded_by FROM run_series AS s"
-                " JOIN run_metrics AS m ON m.series_id = s.series_id"
-                f" WHERE {' AND '.join(clauses)}"
-                " ORDER BY s.run_id, m.step NULLS FIRST, m.epoch NULLS FIRST, m.row_id",
-                parameters,
-            ).fetchall()
-        return [
-            MetricRow(
-                run_id=int(row["run_id"]),
-                attempt=int(row["attempt"]),
-                name=row["name"],
-                value=float("nan") if row["value"] is None else float(row["value"]),
-                epoch=_int_or_none(row["epoch"]),
-                step=_int_or_none(row["step"]),
-                logged_at=float(row["logged_at"]),
-                superseded=row["superseded_by"] is not None,
-            )
-            for row in rows
-        ]
-
-    def metric_names(self, run_ids: Sequence[int] | None = None) -> list[str]:
-        query = (
-            'SELECT DISTINCT s.name COLLATE "C" AS name FROM run_series AS s WHERE EXISTS'
-            " (SELECT 1 FROM run_metrics AS m WHERE m.series_id = s.series_id"
-            " AND m.superseded_by IS NULL)"
-        )
-        parameters: list[Any] = []
-        if run_ids is not None:
-            query += " AND s.run_id = ANY(%s::bigint[])"
-            parameters.append([int(run_id) for run_id in run_ids])
-        with self._db.connection() as db:
-            rows = db.execute(query + " ORDER BY 1", parameters).fetchall()
-        return [row["name"] for row in rows]
-
-    def best_values(
-        self, metric: str, mode: str, limit: int
-    ) -> list[tuple[int, float, int | None, int | None]]:
-        if mode not in ("min", "max"):
-            msg = f"mode must be 'min' or 'max': {mode!r}"
-            raise ValueError(msg)
-        direction = "ASC" if mode == "min" else "DESC"
-        # NaN is stored as NULL: excluded, so it is never best (see ENVIRONMENT.md)
-        with self._db.connection() as db:
-            rows = db.execute(
-                "SELECT run_id, value, epoch, step FROM ("
-                "  SELECT s.run_id, m.value, m.epoch, m.step, ROW_NUMBER() OVER ("
-                f"   PARTITION BY s.run_id ORDER BY m.value {direction}, m.step NULLS FIRST,"
-                "    m.row_id) AS rank"
-                "  FROM run_series AS s JOIN run_metrics AS m ON m.series_id = s.series_id"
-                "  WHERE s.name = %s AND m.superseded_by IS NULL AND m.value IS NOT NULL"
-                f") AS best WHERE rank = 1 ORDER BY value {direction}, run_id LIMIT %s",
-                (metric, int(limit)),
-            ).fetchall()
-        return [
-            (
-                int(row["run_id"]),
-                float(row["value"]),
-                _int_or_none(row["epoch"]),
-                _int_or_none(row["step"]),
-            )
-            for row in rows
-        ]
+        super().__init__(open_store_database(str(location), COMPONENT, MIGRATIONS))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.errors import ConfigError, JobError
 from treadle.jobs.records import FINISHED_STATUSES, JOB_STATUSES, Job
+from treadle.storage import check_json
 
 if TYPE_CHECKING:
     from treadle.plugins import PluginManager
@@ -120,21 +120,15 @@ class JobManager:
         :returns: the job's own time limit in seconds, if its config sets one.
         :raises UnknownNameError: the job type is not registered (the message lists those
             that are).
-        :raises ConfigError: the config is not JSON data or the job type refuses it.
+        :raises ConfigError: the config is not JSON data (by the stores' one rule,
+            :func:`treadle.storage.check_json`) or the job type refuses it.
         """
         job_runner = self.plugin_manager.registry("job_types").create(job_type)
-        if not isinstance(config, Mapping):
-            msg = f"job config must be a mapping (dict), got {type(config).__name__}"
-            raise ConfigError(msg)
-        try:
-            json.dumps(config, allow_nan=False)
-        except (TypeError, ValueError) as err:
-            msg = f"job config must be JSON data (numbers, strings, lists, dicts): {err}"
-            raise ConfigError(msg) from err
+        data = check_json(config, "job config")
         validate = getattr(job_runner, "validate_config", None)
         if validate is not None:
-            validate(config)
-        return job_timeout_seconds(config)
+            validate(data)
+        return job_timeout_seconds(data)
 
     def submit_job(
         self,

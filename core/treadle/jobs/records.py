@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
-from treadle.errors import StorageError
+from treadle.store_values import check_json
 
 if TYPE_CHECKING:
     from treadle.storage import Row
@@ -187,16 +187,13 @@ def iso_seconds(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="seconds")
 
 
-def job_data_json(value: Mapping[str, Any]) -> str:
-    """A job's config or result as stored: sorted JSON, no NaN.
+def job_data_json(value: Mapping[str, Any], what: str = "job config") -> str:
+    """A job's config or result as stored: checked by the stores' one JSON rule
+    (:func:`treadle.storage.check_json`), then sorted JSON.
 
-    :raises StorageError: the value is not JSON data.
+    :raises ConfigError: the value is not JSON data; names the key and the fix.
     """
-    try:
-        return json.dumps(value, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as err:
-        msg = f"job config and results must be JSON data (no NaN, no objects): {err}"
-        raise StorageError(msg) from err
+    return json.dumps(check_json(value, what), sort_keys=True, allow_nan=False)
 
 
 def _as_stored(value: Any) -> Any:
