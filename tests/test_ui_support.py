@@ -4,6 +4,8 @@ decisions. Helpers only: the tests live in ``test_ui_*.py`` beside it."""
 
 from __future__ import annotations
 
+import html
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +27,15 @@ from treadle.jobs.triggers import RetrainingTrigger
 from treadle.model_registry import ModelRegistry
 from treadle.plugins import PluginManager, make_plugin_manager
 
-__all__ = ["HTML_NAME", "UiStore", "build_ui_store", "serve_in_thread", "train"]
+__all__ = [
+    "HTML_NAME",
+    "UiStore",
+    "build_ui_store",
+    "row_of",
+    "serve_in_thread",
+    "text_of",
+    "train",
+]
 
 #: a run name and a model name that are HTML: every page must show them as text
 HTML_NAME = '<script>alert("run")</script><b>bold</b>'
@@ -244,3 +254,15 @@ def serve_in_thread(app: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def text_of(page: str) -> str:
+    """The page as a person reads it: tags dropped, entities decoded, spaces collapsed."""
+    without_tags = re.sub(r"<script\b.*?</script>|<[^>]+>", " ", page, flags=re.S)
+    return " ".join(html.unescape(without_tags).split())
+
+
+def row_of(page: str, attribute: str, value: object) -> str:
+    match = re.search(rf'<tr [^>]*{attribute}="{value}".*?</tr>', page, flags=re.S)
+    assert match, f"no row with {attribute}={value}"
+    return text_of(match.group(0))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from starlette.applications import Starlette
@@ -62,6 +62,8 @@ UPLOT_STYLE = "uPlot-1.6.32.min.css"
 MAX_COMPARED = 12
 #: notices kept for the page an action redirects to
 _NOTICES = 64
+#: the largest action form accepted
+_MAX_FORM_BYTES = 16 * 1024
 
 
 def _environment() -> jinja2.Environment:
@@ -427,8 +429,14 @@ class UiApp:
                 "Actions are off: this treadle ui is read-only. Restart it with "
                 "--allow-actions to promote, cancel and trigger from the page.",
             )
-        form = await request.form()
-        values = {key: str(value) for key, value in form.items() if isinstance(value, str)}
+        # the action forms are small and urlencoded: parsed here, without python-multipart
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        if content_type != "application/x-www-form-urlencoded":
+            raise HTTPException(415, "Actions take the page's form (urlencoded) only.")
+        body = await request.body()
+        if len(body) > _MAX_FORM_BYTES:
+            raise HTTPException(413, "The form is too large.")
+        values = dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
         problem = self.csrf.problem(request.scope, values.get(CsrfProtection.FIELD))
         if problem is not None:
             raise HTTPException(403, problem)
