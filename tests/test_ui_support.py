@@ -29,10 +29,12 @@ from treadle.plugins import PluginManager, make_plugin_manager
 
 __all__ = [
     "HTML_NAME",
+    "SlowBatches",
     "UiStore",
     "build_ui_store",
     "row_of",
     "serve_in_thread",
+    "small_config",
     "text_of",
     "train",
 ]

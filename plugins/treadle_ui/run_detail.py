@@ -99,7 +99,8 @@ def read_checkpoints(folder: str | None) -> CheckpointListing:
         )
     manifest = _read_manifest(root)
     if manifest is not None:
-        return CheckpointListing(folder=folder, checkpoints=tuple(manifest))
+        note = None if manifest else "No checkpoint kept yet."
+        return CheckpointListing(folder=folder, checkpoints=tuple(manifest), note=note)
     files = sorted(path for path in root.iterdir() if _CHECKPOINT_FILE.match(path.name))
     listed = tuple(
         CheckpointInfo(

@@ -3,6 +3,7 @@ uvicorn until Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from typing import TYPE_CHECKING, TextIO
 
@@ -69,7 +70,10 @@ def serve(
             timeout_graceful_shutdown=2,
         )
         server = uvicorn.Server(config)
-        server.run(sockets=[sock])
+        # uvicorn shuts down on Ctrl-C, then raises the signal again: a normal stop
+        with contextlib.suppress(KeyboardInterrupt):
+            server.run(sockets=[sock])
+        out.write("treadle ui: stopped\n")
     finally:
         reader.close()
     return 0

@@ -178,6 +178,27 @@
     return rows + age + ".";
   }
 
+  // The page's other parts (facts, epochs, alerts, checkpoints) are rendered on the server:
+  // while a run is live, or when it has just finished, fetch the page again and swap them in.
+  var refreshing = false;
+  function refreshDetails() {
+    var parts = document.querySelectorAll("[data-refresh][id]");
+    if (!parts.length || refreshing) { return; }
+    refreshing = true;
+    fetch(window.location.pathname + window.location.search, { credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (body) {
+        if (body === null) { return; }
+        var fresh = new DOMParser().parseFromString(body, "text/html");
+        parts.forEach(function (part) {
+          var replacement = fresh.getElementById(part.id);
+          if (replacement) { part.replaceWith(document.importNode(replacement, true)); }
+        });
+      })
+      .catch(function () { /* the next change tries again */ })
+      .then(function () { refreshing = false; });
+  }
+
   function schedule(delay) {
     if (timer !== null) { clearTimeout(timer); }
     timer = setTimeout(load, delay);
@@ -197,10 +218,13 @@
         return response.json();
       })
       .then(function (data) {
+        var wasLive = lastData !== null && lastData.live;
         lastData = data;
         if (data.version !== version) {
+          var isUpdate = version !== null;
           render(data);
           version = data.version;
+          if (isUpdate && (data.live || wasLive)) { refreshDetails(); }
           root.setAttribute("data-version", data.version);
         }
         root.setAttribute("data-live", data.live ? "true" : "false");
