@@ -32,6 +32,7 @@ from tests.test_ui_support import (
 from treadle.experiments import ExperimentDB
 from treadle.jobs.cron import CronSchedule
 from treadle_ui.app import UI_STATIC, UiApp, create_app
+from treadle_ui.runs_view import RunNameIndex
 from treadle_ui.settings import StoreLocations, UiSettings
 from treadle_ui.stores import StoreReader
 
@@ -151,6 +152,33 @@ def test_a_status_the_ui_does_not_know_is_listed_and_filterable_as_the_store_rep
         assert '<span class="status tone-bad" data-run-status>died</span>' in run_page
         assert test_client.get(f"/api/runs/{run_id}/series").json()["live"] is False
     app.reader.close()
+
+
+def test_a_name_search_finds_runs_created_after_the_first_search_reading_only_new_ones(
+    tmp_path: Path,
+) -> None:
+    location = tmp_path / "treadle.db"
+    with ExperimentDB(location) as db:
+        for index in range(300):
+            db.log_run(f"sweep-{index}")
+        index = RunNameIndex()
+        assert index.matching("fresh") == []
+        index.refresh(db)
+        assert len(index.matching("SWEEP-")) == 300
+        reads: list[Any] = []
+        real = db.store.find_runs
+
+        def counted(**filters: Any) -> Any:
+            found = real(**filters)
+            reads.append((filters, len(found)))
+            return found
+
+        db.store.find_runs = counted  # type: ignore[method-assign]
+        index.refresh(db)
+        assert reads == [({"limit": 64}, 64)]  # nothing new: only the newest 64 again
+        fresh = db.log_run("fresh-run")
+        index.refresh(db)
+        assert index.matching("fresh") == [fresh]
 
 
 def test_the_run_page_shows_config_checkpoints_with_sizes_alerts_and_the_registered_model(

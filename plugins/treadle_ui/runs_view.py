@@ -44,9 +44,9 @@ LIVE_STATUSES = ("running",)
 _TABLE_METRICS = ("val_loss", "train_loss")
 #: runs whose names one store call reads when filtering a name match by status
 _CHUNK = 500
-#: how far below the newest known id a refresh of the name index looks again: a store
-#: whose ids come from a sequence (PostgreSQL) may commit a lower id after a higher one
-_ID_MARGIN = 256
+#: the newest runs every refresh of the name index reads again: a store whose ids come from
+#: a sequence (PostgreSQL) may commit a lower id after a higher one
+_REREAD = 64
 
 
 def parse_time(text: str | None) -> datetime | None:
@@ -147,8 +147,8 @@ class RunNameIndex:
             if not self._names:
                 self._names = {run.run_id: run.run_name for run in db.store.find_runs()}
                 return
-            floor = max(self._names) - _ID_MARGIN
-            limit = 64
+            floor = max(self._names)
+            limit = _REREAD
             while True:
                 runs = db.store.find_runs(limit=limit)
                 for run in runs:
