@@ -8,6 +8,7 @@ import html
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -143,6 +144,8 @@ def test_a_status_the_ui_does_not_know_is_listed_and_filterable_as_the_store_rep
         db.log_run("alive")
     app = make_app(location)
     app.reader.experiments.store = _DiedStore(app.reader.experiments.store, run_id)
+    with app.reader.curves() as curves:
+        curves.store = _DiedStore(curves.store, run_id)
     with TestClient(app.app, base_url=BASE) as test_client:
         page = test_client.get("/runs", params={"status": "died"}).text
         assert re.findall(r'<tr data-run-id="(\d+)"', page) == [str(run_id)]
@@ -229,6 +232,28 @@ def test_alerts_and_drift_are_shown_for_the_runs_that_have_them(
     words = text_of(client.get(f"/runs/{spiky}").text)
     assert "val_loss_spike at epoch 1: val_loss rose 50.0% (1 -> 1.5), more than 20%" in words
     assert "gradient_norm at epoch 1: gradient norm 9 is above 5" in words
+
+
+def test_pages_answer_while_a_long_curve_is_being_read(
+    client: TestClient, ui: UiApp, ui_store: UiStore
+) -> None:
+    holding = threading.Event()
+    release = threading.Event()
+
+    def long_read() -> None:
+        with ui.reader.curves():
+            holding.set()
+            release.wait(timeout=30)
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    try:
+        assert holding.wait(timeout=10)
+        assert client.get(f"/runs/{ui_store.baseline_run}").status_code == 200
+        assert client.get("/jobs").status_code == 200
+    finally:
+        release.set()
+        reader.join()
 
 
 def test_unknown_ids_are_404_pages_naming_them(client: TestClient) -> None:

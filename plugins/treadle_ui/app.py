@@ -387,12 +387,11 @@ class UiApp:
         axis = request.query_params.get("axis", "step")
         max_points = self._max_points(request)
 
-        def build(reader: StoreReader) -> dict[str, Any]:
-            db = reader.experiments
+        with self.reader.curves() as db:
             run = db.get_run(run_id)
-            return run_payload(db, run, axis=axis, max_points=max_points, cache=self.series_cache)
-
-        payload = self._read(build)
+            payload = run_payload(
+                db, run, axis=axis, max_points=max_points, cache=self.series_cache
+            )
         return self._series_response(payload)
 
     def compare_series(self, request: Request) -> Response:
@@ -400,13 +399,11 @@ class UiApp:
         axis = request.query_params.get("axis", "step")
         max_points = self._max_points(request)
 
-        def build(reader: StoreReader) -> dict[str, Any]:
-            db = reader.experiments
+        with self.reader.curves() as db:
             found = {run.run_id: run for run in db.store.find_runs(run_ids=ids)} if ids else {}
             runs = [found[run_id] for run_id in ids if run_id in found]
-            return compare_payload(db, runs, axis=axis, max_points=max_points)
-
-        return self._series_response(self._read(build))
+            payload = compare_payload(db, runs, axis=axis, max_points=max_points)
+        return self._series_response(payload)
 
     def _series_response(self, payload: dict[str, Any]) -> Response:
         body = {

@@ -1,8 +1,10 @@
 """The stores a page reads, through treadle's facades only: ExperimentDB, ModelRegistry and
 TrainingScheduler (whose JobManager is the queue). No SQL here, so any storage plugin works.
 
-A lock serializes calls: the built-in stores are safe across threads, but the store protocols
-do not promise it for a third party's, and the server answers requests on a thread pool.
+A lock serializes the calls on each store object: the built-in stores are safe across
+threads, but the store protocols do not promise it for a third party's, and the server answers
+requests on a thread pool. Curves have an experiment store of their own, so a live run's poll
+(which reads every row of the run) never holds up the other pages.
 """
 
 from __future__ import annotations
@@ -39,12 +41,17 @@ class StoreReader:
 
         self.locations = locations
         self._lock = threading.RLock()
+        self._curves_lock = threading.Lock()
         opened: list[ExperimentDB | ModelRegistry | TrainingScheduler] = []
         try:
             self.experiments: ExperimentDB = ExperimentDB(
                 locations.experiments, plugin_manager=plugin_manager
             )
             opened.append(self.experiments)
+            self._curves: ExperimentDB = ExperimentDB(
+                locations.experiments, plugin_manager=plugin_manager
+            )
+            opened.append(self._curves)
             self.registry: ModelRegistry = ModelRegistry(
                 locations.models, plugin_manager=plugin_manager
             )
@@ -76,11 +83,19 @@ class StoreReader:
 
     @contextmanager
     def reading(self) -> Iterator[StoreReader]:
+        """The stores, for one page's calls."""
         with self._lock:
             yield self
 
+    @contextmanager
+    def curves(self) -> Iterator[ExperimentDB]:
+        """The experiment store that chart data is read from, for one request."""
+        with self._curves_lock:
+            yield self._curves
+
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._curves_lock:
+            self._curves.close()
             self.experiments.close()
             self.registry.close()
             self.scheduler.close()
