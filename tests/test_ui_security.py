@@ -241,6 +241,9 @@ def test_the_command_refuses_a_public_bind_before_opening_anything(
         settings_from_arguments(args)
     monkeypatch.setenv("TREADLE_UI_TOKEN", TOKEN)
     assert settings_from_arguments(args).access_token == TOKEN
+    for wrong in (["--port", "70000"], ["--page-size", "0"], ["--poll-seconds", "0"]):
+        with pytest.raises(ConfigError, match="must be"):
+            settings_from_arguments(parser.parse_args(wrong))
     result = subprocess.run(
         [sys.executable, "-m", "treadle", "ui", "--host", "0.0.0.0", "--location", "x.db"],
         capture_output=True,
@@ -285,7 +288,7 @@ def test_a_request_naming_another_host_is_refused_on_loopback(
     rebound = read_only.get("/runs", headers={"Host": "evil.example:8765"})
     assert rebound.status_code == 421
     assert HTML_NAME not in rebound.text
-    for host in ("127.0.0.1:8765", "localhost:8765", "[::1]:8765"):
+    for host in ("127.0.0.1:8765", "localhost:8765", "LOCALHOST", "[::1]:8765"):
         assert read_only.get("/runs", headers={"Host": host}).status_code == 200, host
 
 

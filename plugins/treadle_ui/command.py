@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from treadle.errors import PluginLoadError
+from treadle.errors import ConfigError, PluginLoadError
 from treadle_ui.settings import (
     TOKEN_ENVIRONMENT_VARIABLE,
     StoreLocations,
@@ -25,7 +25,8 @@ def settings_from_arguments(args: argparse.Namespace) -> UiSettings:
     """The server's settings from parsed arguments; the access token falls back to
     ``$TREADLE_UI_TOKEN``.
 
-    :raises ConfigError: a bind beyond loopback without a token, or a short token.
+    :raises ConfigError: a bind beyond loopback without a token, a short token, or a value out
+        of range (a port past 65535, a page size of 0).
     """
     token = args.access_token or os.environ.get(TOKEN_ENVIRONMENT_VARIABLE) or None
     check_bind(args.host, token)
@@ -34,16 +35,20 @@ def settings_from_arguments(args: argparse.Namespace) -> UiSettings:
         models=args.registry_location or args.location,
         jobs=args.jobs_location or args.location,
     )
-    return UiSettings(
-        locations=locations,
-        host=args.host,
-        port=args.port,
-        allow_actions=args.allow_actions,
-        access_token=token,
-        poll_seconds=args.poll_seconds,
-        page_size=args.page_size,
-        max_points=args.max_points,
-    )
+    try:
+        return UiSettings(
+            locations=locations,
+            host=args.host,
+            port=args.port,
+            allow_actions=args.allow_actions,
+            access_token=token,
+            poll_seconds=args.poll_seconds,
+            page_size=args.page_size,
+            max_points=args.max_points,
+        )
+    except ValueError as err:  # attrs validators: "'page_size' must be >= 1: 0"
+        msg = f"{err} (see treadle ui --help)"
+        raise ConfigError(msg) from err
 
 
 class UiCommand:

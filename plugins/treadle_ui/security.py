@@ -79,7 +79,9 @@ def _cookies(scope: Scope) -> dict[str, str]:
 def _host_name(host_header: str) -> str:
     if host_header.startswith("["):
         return host_header[: host_header.find("]") + 1].lower()
-    return host_header.rsplit(":", 1)[0].lower() if host_header.count(":") == 1 else host_header
+    if host_header.count(":") == 1:
+        return host_header.rsplit(":", 1)[0].lower()
+    return host_header.lower()
 
 
 def _text_response(status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None) -> Any:

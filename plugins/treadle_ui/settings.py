@@ -65,7 +65,9 @@ class UiSettings:
 
     locations: StoreLocations
     host: str = "127.0.0.1"
-    port: int = 8765
+    port: int = attrs.field(
+        default=8765, validator=[attrs.validators.ge(0), attrs.validators.le(65535)]
+    )
     allow_actions: bool = False
     access_token: str | None = None
     poll_seconds: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
