@@ -147,10 +147,7 @@ def report(label: str, figures: tuple[float, float, float]) -> None:
 
 
 def bench_pages(address: str, long_run: int, repeats: int) -> None:
-    with ExperimentDB(ARGS.db) as db:
-        small = db.store.find_runs(limit=1, status="completed")[0].run_id
-        if small == long_run:
-            small = db.store.find_runs(limit=2, status="completed")[1].run_id
+    small = long_run - 1  # the fill's last ordinary run (later runs: earlier latency probes)
     print(f"pages over HTTP, {repeats} requests each after one warm-up:")
     started = time.perf_counter()
     fetch(f"{address}/runs?name=sweep-007")
