@@ -24,7 +24,6 @@ from starlette.testclient import TestClient
 
 from tests.test_ui_support import (
     FAILED_JOB_ERROR,
-    HTML_NAME,
     UiStore,
     build_ui_store,
     row_of,
@@ -510,4 +509,3 @@ def test_json_endpoints_hold_no_nan(client: TestClient, ui_store: UiStore) -> No
     raw = client.get(f"/api/runs/{run_id}/series").text
     payload = json.loads(raw, parse_constant=lambda name: pytest.fail(f"{name} in JSON"))
     assert _series(payload)["val_loss"]["values"] == [None, 0.5]
-    assert HTML_NAME  # used by the security tests; imported here to keep one source
