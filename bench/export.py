@@ -27,6 +27,7 @@ import torch
 
 from treadle.config import TrainingConfig, TrainingConfigBuilder
 from treadle.export import PositionalModel, create_export_bundle, read_manifest
+from treadle.export.artifacts import runner_for
 from treadle.plugins import get_registry
 from treadle.task import TaskSpec
 
@@ -98,7 +99,8 @@ def bench_model(model_type: str, args: argparse.Namespace, root: Path) -> dict[s
         run_onnx = _onnx_runner(bundle / "artifacts" / "model.onnx", args.threads)
         runners["onnxruntime"] = lambda: run_onnx(tensors)
         for name in ("torchscript", "torch_export"):
-            loaded = exporters.create(name).load(bundle / manifest["artifacts"][name]["file"])
+            artifact = bundle / manifest["artifacts"][name]["file"]
+            loaded = runner_for(exporters.create(name), artifact)
             runners[name] = lambda run=loaded: run(*tensors)
         latency = {name: _median_ms(call, args.runs) for name, call in runners.items()}
     return {

@@ -24,7 +24,14 @@ import treadle_torchscript.plugin
 from treadle import hookimpl
 from treadle.config import TrainingConfig
 from treadle.errors import UnknownNameError
-from treadle.export import ExportError, create_export_bundle, read_manifest, sha256_of
+from treadle.export import (
+    BundleLoader,
+    ExportError,
+    ExportRequest,
+    create_export_bundle,
+    read_manifest,
+    sha256_of,
+)
 from treadle.export.inputs import derive_example_inputs
 from treadle.export.publish import publish
 from treadle.plugins import PluginManager
@@ -488,11 +495,12 @@ class NumpyWeights:
     runtime = ""
     requirements = ("numpy>=1.24",)
 
-    def export(self, model: nn.Module, example_inputs: Any, path: Path, **_: Any) -> None:
+    def export(self, request: ExportRequest) -> None:
         import numpy
 
-        with path.open("wb") as handle:
-            numpy.savez(handle, **{k: v.numpy() for k, v in model.state_dict().items()})
+        weights = {k: v.numpy() for k, v in request.model.state_dict().items()}
+        with request.path.open("wb") as handle:
+            numpy.savez(handle, **weights)
 
     def load(self, path: Path) -> Any:
         msg = "weights only: load them into the model yourself"
@@ -545,14 +553,15 @@ def test_exporter_conformance_reports_each_shape_and_catches_a_mismatch(
     assert list(errors) == ["input_ids (1, 12)", "input_ids (3, 4)", "input_ids (5, 12)"]
 
     class Drifting(TorchScriptExporter):
-        def export(self, model: nn.Module, *args: Any, **kwargs: Any) -> None:
+        def export(self, request: ExportRequest) -> None:
+            bias = request.user_model.head.bias
             with torch.no_grad():
-                model.model.head.bias.add_(1.0)
+                bias.add_(1.0)
             try:
-                super().export(model, *args, **kwargs)
+                super().export(request)
             finally:
                 with torch.no_grad():
-                    model.model.head.bias.sub_(1.0)
+                    bias.sub_(1.0)
 
     (tmp_path / "bad").mkdir()
     with pytest.raises(AssertionError, match=r"model\.torchscript\.pt on input_ids \(1, 12\)"):
@@ -597,3 +606,90 @@ def test_torchserve_handler_answers_requests_without_treadle(
     assert len(responses) == 2
     for response in responses:
         assert [row["class_name"] for row in response] == expected
+
+
+class LoaderImportingTreadle(TorchScriptExporter):
+    """A format whose loader would need treadle inside the bundle."""
+
+    artifact_name = "leaky.pt"
+    loader = BundleLoader(module="acme_leaky_loader")
+
+
+def test_a_loader_that_does_not_stand_alone_fails_its_format_naming_the_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    task: TaskSpec,
+    training_config: TrainingConfig,
+) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "acme_leaky_loader.py").write_text(
+        "import numpy\nfrom treadle.export import PositionalModel\n\ndef load(path):\n    ...\n"
+    )
+    monkeypatch.syspath_prepend(str(site))
+
+    class LeakyPlugin:
+        @hookimpl
+        def treadle_register_exporters(self, register: Any) -> None:
+            register("leaky", LoaderImportingTreadle)
+
+    manager = isolated_plugin_manager(
+        ("torchscript", treadle_torchscript.plugin), ("leaky", LeakyPlugin())
+    )
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path / "exports",
+        ["torchscript", "leaky"],
+        plugin_manager=manager,
+    )
+
+    manifest = read_manifest(bundle)
+    assert list(manifest["artifacts"]) == ["torchscript"]
+    assert "imports 'treadle.export' (line 2)" in manifest["errors"]["leaky"]
+    assert sorted(path.name for path in (bundle / "loaders").iterdir()) == [
+        "treadle_torchscript.bundle_loader.py"
+    ]
+
+
+def test_each_artifact_names_its_loader_and_a_tampered_loader_never_runs(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["torchscript", "torch_export", "pytorch"],
+        plugin_manager=manager,
+    )
+    manifest = read_manifest(bundle)
+    loaders = {name: artifact["loader"] for name, artifact in manifest["artifacts"].items()}
+    assert loaders["pytorch"] is None
+    assert loaders["torchscript"]["file"] == loaders["torch_export"]["file"]
+    assert loaders["torchscript"]["function"] == "load_torchscript"
+    assert loaders["torch_export"]["function"] == "load_torch_export"
+    assert loaders["torchscript"]["imports"] == ["torch"]
+    loader_file = bundle / loaders["torchscript"]["file"]
+    assert sha256_of(loader_file) == loaders["torchscript"]["sha256"]
+    served = json.loads((bundle / "configs" / "torchserve_config.json").read_text())
+    assert loaders["torchscript"]["file"] in served["extra_files"]
+
+    # A loader edited after export: nothing runs it, and --verify says which.
+    (tmp_path / "ran").unlink(missing_ok=True)
+    marker = tmp_path / "ran"
+    loader_file.write_text(
+        loader_file.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n", encoding="utf-8"
+    )
+    predicted = run_script(bundle)
+    assert predicted.returncode == 2
+    assert "loader" in predicted.stderr
+    assert "sha256" in predicted.stderr
+    verified = run_script(bundle, "--verify")
+    assert verified.returncode == 1
+    assert "FAIL torchscript" in verified.stdout
+    assert "FAIL torch_export" in verified.stdout
+    assert not marker.exists()

@@ -1,8 +1,6 @@
 """The ``pytorch`` export format: the state dict plus a recipe that rebuilds the model with
 a factory of the ``models`` registry. Loads with ``torch.load(..., weights_only=True)``."""
 
-# treadle.export is imported inside the methods: discovery imports this module via plugin.py.
-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -11,14 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from treadle.export import torch_requirement
+
 if TYPE_CHECKING:
+    from treadle.export import ExportRequest
     from treadle.plugins import PluginManager
 
 __all__ = ["FORMAT_TAG", "PyTorchExporter", "load_pytorch_artifact", "rebuild_model"]
 
 FORMAT_TAG = "treadle.pytorch"
 FORMAT_VERSION = 1
-_TORCH_MINOR = ".".join(torch.__version__.split(".")[:2])
 
 
 class PyTorchExporter:
@@ -32,23 +32,11 @@ class PyTorchExporter:
 
     artifact_name = "model.pytorch.pt"
     runtime = ""
-    requirements: Sequence[str] = (f"torch>={_TORCH_MINOR},<3",)
+    requirements: Sequence[str] = (torch_requirement(),)
 
-    def export(
-        self,
-        model: torch.nn.Module,
-        example_inputs: tuple[torch.Tensor, ...],
-        path: Path,
-        *,
-        input_names: Sequence[str],
-        output_names: Sequence[str],
-        dynamic_axes: Mapping[str, Mapping[int, str]],
-        metadata: Mapping[str, Any],
-    ) -> None:
-        from treadle.export import PositionalModel
-
-        inner = model.model if isinstance(model, PositionalModel) else model
-        described = metadata.get("model", {})
+    def export(self, request: ExportRequest) -> None:
+        inner = request.user_model
+        described = request.metadata.get("model", {})
         payload = {
             "format": FORMAT_TAG,
             "format_version": FORMAT_VERSION,
@@ -59,12 +47,12 @@ class PyTorchExporter:
                 "model_class": described.get("class")
                 or f"{type(inner).__module__}.{type(inner).__qualname__}",
                 "model_type": described.get("model_type"),
-                "training_config": metadata.get("training_config"),
-                "task_spec": metadata.get("task_spec"),
-                "input_names": list(input_names),
+                "training_config": request.metadata.get("training_config"),
+                "task_spec": request.metadata.get("task_spec"),
+                "input_names": list(request.input_names),
             },
         }
-        torch.save(payload, str(path))
+        torch.save(payload, str(request.path))
 
     def load(self, path: Path) -> Callable[..., torch.Tensor]:
         """The rebuilt model taking positional inputs.

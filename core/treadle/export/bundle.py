@@ -7,8 +7,7 @@ import logging
 import os
 import secrets
 import shutil
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from treadle.export import templates
+from treadle.export.artifacts import export_artifacts
 from treadle.export.errors import ExportError
-from treadle.export.files import ARTIFACTS_DIR, as_dict, write_bundle_files
+from treadle.export.files import as_dict, write_bundle_files
 from treadle.export.inputs import (
     OUTPUT_NAME,
     PositionalModel,
     derive_example_inputs,
     dynamic_axes_for,
-    inputs_for_tracing,
     normalize_example_inputs,
 )
 from treadle.export.manifest import (
@@ -31,7 +30,6 @@ from treadle.export.manifest import (
     MANIFEST_FILE,
     MANIFEST_VERSION,
     jsonable,
-    sha256_of,
     signature_of,
     versions,
 )
@@ -47,8 +45,6 @@ __all__ = ["DEFAULT_FORMATS", "create_export_bundle"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_FORMATS = ("onnx", "torchscript", "pytorch")
-# A long cause (the ONNX exporter's are pages) is cut here in the manifest; the log keeps all.
-_MAX_CAUSE_CHARS = 2000
 
 
 def create_export_bundle(
@@ -119,7 +115,7 @@ def create_export_bundle(
         staging = root / f".model_{secrets.token_hex(8)}.tmp"
         staging.mkdir()
         try:
-            artifacts, errors = _export_all(
+            artifacts, errors = export_artifacts(
                 exporters, positional, inputs, logits, dynamic_axes, description, staging
             )
             manifest = _manifest(description, inputs, logits, dynamic_axes, artifacts, errors)
@@ -256,96 +252,3 @@ def _describe(
         "training_config": training,
         "task_spec": as_dict(task_spec)[0],
     }
-
-
-def _export_all(
-    exporters: Mapping[str, Exporter],
-    positional: PositionalModel,
-    inputs: Mapping[str, torch.Tensor],
-    logits: torch.Tensor,
-    dynamic_axes: Mapping[str, Mapping[int, str]],
-    description: Mapping[str, Any],
-    staging: Path,
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Export and verify each format; a failure is recorded, and the others still run."""
-    directory = staging / ARTIFACTS_DIR
-    directory.mkdir()
-    trace_inputs = inputs_for_tracing(inputs, dynamic_axes)
-    artifacts: dict[str, dict[str, Any]] = {}
-    errors: dict[str, str] = {}
-    for name, exporter in exporters.items():
-        path = directory / exporter.artifact_name
-        started = time.perf_counter()
-        try:
-            exporter.export(
-                positional,
-                trace_inputs,
-                path,
-                input_names=list(inputs),
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=dynamic_axes,
-                metadata=description,
-            )
-            if not path.is_file():
-                msg = f"the exporter returned without writing {path.name}"
-                raise ExportError(msg)
-            export_seconds = time.perf_counter() - started
-            verification = _verify(exporter.load, path, inputs, logits)
-        except Exception as err:  # any failure is this format's, recorded; the others go on
-            cause = f"{type(err).__name__}: {err}".strip()
-            errors[name] = (
-                f"export format {name!r} failed for {type(positional.model).__name__}: "
-                f"{cause[:_MAX_CAUSE_CHARS]}"
-            )
-            logger.warning("%s", errors[name], exc_info=logger.isEnabledFor(logging.DEBUG))
-            _remove_artifact(directory, exporter.artifact_name)
-            continue
-        artifacts[name] = {
-            "file": f"{ARTIFACTS_DIR}/{exporter.artifact_name}",
-            "sha256": sha256_of(path),
-            "bytes": path.stat().st_size,
-            "runtime": exporter.runtime,
-            "requirements": list(exporter.requirements),
-            "export_seconds": round(export_seconds, 3),
-            **verification,
-        }
-    if not artifacts:
-        msg = "no export format succeeded:\n  " + "\n  ".join(errors.values())
-        raise ExportError(msg, errors)
-    return artifacts, errors
-
-
-def _verify(
-    load: Callable[[Path], Callable[..., torch.Tensor]],
-    path: Path,
-    inputs: Mapping[str, torch.Tensor],
-    logits: torch.Tensor,
-) -> dict[str, Any]:
-    """Run the sample through the artifact's own loader; raise ExportError on a mismatch."""
-    try:
-        run = load(path)
-    except NotImplementedError as err:
-        return {"verified": False, "verification": f"not loadable here: {err}"}
-    with torch.no_grad():
-        actual = run(*inputs.values()).detach().cpu()
-    if actual.shape != logits.shape:
-        msg = f"the artifact's output shape {tuple(actual.shape)} is not {tuple(logits.shape)}"
-        raise ExportError(msg)
-    error = float((actual.double() - logits.double()).abs().max()) if logits.numel() else 0.0
-    rtol, atol = DEFAULT_TOLERANCE["rtol"], DEFAULT_TOLERANCE["atol"]
-    if not torch.allclose(actual.double(), logits.double(), rtol=rtol, atol=atol):
-        msg = (
-            f"the artifact's outputs differ from the model's by up to {error:.3g} "
-            f"(tolerance rtol={rtol}, atol={atol})"
-        )
-        raise ExportError(msg)
-    return {"verified": True, "max_abs_error": error}
-
-
-def _remove_artifact(directory: Path, file_name: str) -> None:
-    # An exporter may leave side files (file.data); remove everything carrying its name.
-    for leftover in directory.glob(f"{file_name}*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)

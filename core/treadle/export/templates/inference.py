@@ -2,7 +2,8 @@
 
 Copied verbatim into each bundle. It imports neither treadle nor anything the bundle's
 requirements.txt does not list: every name (model, task, classes) comes from manifest.json at
-run time, never from this file.
+run time, never from this file. Each artifact runs through its exporter's loader, a standalone
+module in loaders/ whose sha256 the manifest records and which is checked before it runs.
 
     python inference.py                      # predict for the manifest's sample input
     python inference.py --input inputs.json  # {"input_ids": [[1, 2, 3]]} or {"pixel_values": ...}
@@ -19,15 +20,12 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 BUNDLE_DIR = Path(__file__).resolve().parent
-#: Runtimes this script can run, in the order it prefers them when --format is not given.
-RUNTIME_PREFERENCE = ("onnxruntime", "torchscript", "torch_export")
-#: The Python module each runtime needs.
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "torchscript": "torch", "torch_export": "torch"}
 
 Runner = Callable[[list[np.ndarray]], np.ndarray]
 
@@ -61,39 +59,43 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def runtime_available(runtime: str) -> bool:
-    module = RUNTIME_MODULES.get(runtime)
-    return module is not None and importlib.util.find_spec(module) is not None
+def missing_imports(artifact: dict[str, Any]) -> list[str]:
+    """The modules the artifact's loader needs that are not installed here; every one of them
+    when it has no loader (nothing here can run it)."""
+    loader = artifact["loader"]
+    if not loader:
+        return ["(no loader)"]
+    return [name for name in loader["imports"] if importlib.util.find_spec(name) is None]
 
 
-def load_runner(runtime: str, path: Path) -> Runner:
+def import_loader(bundle_dir: Path, name: str, loader: dict[str, Any]) -> ModuleType:
+    """The format's loader module, imported from its file after its sha256 is checked."""
+    path = artifact_path(bundle_dir, loader["file"])
+    digest = sha256_of(path)
+    if digest != loader["sha256"]:
+        message = f"the loader {loader['file']} of {name!r} differs from the manifest's sha256"
+        raise BundleError(message)
+    spec = importlib.util.spec_from_file_location(f"_bundle_loader_{digest[:16]}", path)
+    if spec is None or spec.loader is None:
+        message = f"cannot import the loader {loader['file']} of {name!r}"
+        raise BundleError(message)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_runner(bundle_dir: Path, name: str, artifact: dict[str, Any]) -> Runner:
     """A function from input arrays (in signature order) to the output array."""
-    if runtime == "onnxruntime":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [node.name for node in session.get_inputs()]
-
-        def run_onnx(arrays: list[np.ndarray]) -> np.ndarray:
-            return np.asarray(session.run(None, dict(zip(names, arrays, strict=True)))[0])
-
-        return run_onnx
-    if runtime in ("torchscript", "torch_export"):
-        import torch
-
-        if runtime == "torchscript":
-            module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
-        else:
-            module = torch.export.load(str(path)).module()
-
-        def run_torch(arrays: list[np.ndarray]) -> np.ndarray:
-            with torch.no_grad():
-                result = module(*[torch.from_numpy(array) for array in arrays])
-            return np.asarray(result.detach().cpu().numpy())
-
-        return run_torch
-    message = f"inference.py has no runtime for {runtime or 'this format'!r}"
-    raise BundleError(message)
+    loader = artifact["loader"]
+    if not loader:
+        message = f"format {name!r} has no loader: inference.py cannot run it"
+        raise BundleError(message)
+    module = import_loader(bundle_dir, name, loader)
+    runner: Runner = getattr(module, loader["function"])(
+        artifact_path(bundle_dir, artifact["file"])
+    )
+    return runner
 
 
 def input_arrays(manifest: dict[str, Any], values: dict[str, Any]) -> list[np.ndarray]:
@@ -117,16 +119,17 @@ def input_arrays(manifest: dict[str, Any], values: dict[str, Any]) -> list[np.nd
 
 
 def choose_format(manifest: dict[str, Any], requested: str | None) -> str:
+    """``requested``, or the runnable artifact whose loader has the highest priority (the
+    first in the manifest on a tie)."""
     artifacts = manifest["artifacts"]
     if requested is not None:
         if requested not in artifacts:
             message = f"format {requested!r} is not in this bundle; it has: {', '.join(artifacts)}"
             raise BundleError(message)
         return requested
-    for runtime in RUNTIME_PREFERENCE:
-        for name, artifact in artifacts.items():
-            if artifact["runtime"] == runtime and runtime_available(runtime):
-                return str(name)
+    runnable = [name for name, artifact in artifacts.items() if not missing_imports(artifact)]
+    if runnable:
+        return str(max(runnable, key=lambda name: artifacts[name]["loader"]["priority"]))
     message = (
         f"no artifact of this bundle ({', '.join(artifacts)}) can run here: "
         f"pip install -r {BUNDLE_DIR / 'requirements.txt'}"
@@ -154,7 +157,7 @@ def predict(bundle_dir: Path, arguments: argparse.Namespace) -> int:
     name = choose_format(manifest, arguments.format)
     artifact = manifest["artifacts"][name]
     values = read_json(Path(arguments.input)) if arguments.input else manifest["sample"]["inputs"]
-    run = load_runner(artifact["runtime"], artifact_path(bundle_dir, artifact["file"]))
+    run = load_runner(bundle_dir, name, artifact)
     logits = run(input_arrays(manifest, values))
     output_name = manifest["signature"]["outputs"][0]["name"]
     if arguments.output:
@@ -191,17 +194,17 @@ def verify(bundle_dir: Path) -> int:
             print(f"FAIL {name}: sha256 {digest} differs from the manifest's {artifact['sha256']}")
             failures += 1
             continue
-        runtime = artifact["runtime"]
-        if not runtime_available(runtime):
+        missing = missing_imports(artifact)
+        if missing:
             reason = (
-                f"{RUNTIME_MODULES[runtime]} is not installed"
-                if runtime in RUNTIME_MODULES
-                else "inference.py has no runtime for it (needs its exporter's loader)"
+                f"{', '.join(missing)} not installed"
+                if artifact["loader"]
+                else "no standalone loader (the format needs its exporter to load)"
             )
             print(f"ok   {name}: sha256 matches; outputs not checked: {reason}")
             continue
         try:
-            actual = load_runner(runtime, path)(arrays).astype(np.float64)
+            actual = load_runner(bundle_dir, name, artifact)(arrays).astype(np.float64)
         except Exception as err:  # any runtime failure is this artifact's verdict
             print(f"FAIL {name}: running it failed: {type(err).__name__}: {err}")
             failures += 1
