@@ -16,9 +16,10 @@ Plugin authors run it on their format in their own test suite::
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,35 +67,43 @@ def describe_inputs(inputs: Mapping[str, torch.Tensor]) -> str:
     return ", ".join(f"{name} {tuple(tensor.shape)}" for name, tensor in inputs.items())
 
 
-def _write_artifact(
+@contextlib.contextmanager
+def _exported(
     exporter: Exporter,
-    positional: PositionalModel,
+    model: torch.nn.Module,
     example_inputs: Mapping[str, torch.Tensor],
     directory: Path,
     task_spec: TaskSpec | None,
     metadata: Mapping[str, Any] | None,
-) -> Path:
-    """Export as a bundle does: the same request, the same dynamic axes; returns the file."""
-    with torch.no_grad():
-        reference = positional(*example_inputs.values())
-    if task_spec is not None:
-        dynamic_axes = dynamic_axes_for(task_spec, example_inputs, reference)
-    else:
-        dynamic_axes = {name: {0: BATCH_AXIS} for name in [*example_inputs, OUTPUT_NAME]}
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / exporter.artifact_name
-    exporter.export(
-        ExportRequest(
-            model=positional,
-            example_inputs=inputs_for_tracing(example_inputs, dynamic_axes),
-            path=path,
-            input_names=tuple(example_inputs),
-            output_names=(OUTPUT_NAME,),
-            dynamic_axes=dynamic_axes,
-            metadata=dict(metadata or {}),
+) -> Iterator[tuple[PositionalModel, Path]]:
+    """Export as a bundle does (the same request, the same dynamic axes), with the model in
+    eval mode until the block ends; yields the positional model and the artifact's path."""
+    was_training = model.training
+    model.eval()
+    try:
+        positional = PositionalModel(model, tuple(example_inputs)).eval()
+        with torch.no_grad():
+            reference = positional(*example_inputs.values())
+        if task_spec is not None:
+            dynamic_axes = dynamic_axes_for(task_spec, example_inputs, reference)
+        else:
+            dynamic_axes = {name: {0: BATCH_AXIS} for name in [*example_inputs, OUTPUT_NAME]}
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        path = Path(directory) / exporter.artifact_name
+        exporter.export(
+            ExportRequest(
+                model=positional,
+                example_inputs=inputs_for_tracing(example_inputs, dynamic_axes),
+                path=path,
+                input_names=tuple(example_inputs),
+                output_names=(OUTPUT_NAME,),
+                dynamic_axes=dynamic_axes,
+                metadata=dict(metadata or {}),
+            )
         )
-    )
-    return path
+        yield positional, path
+    finally:
+        model.train(was_training)
 
 
 def _compare(
@@ -139,11 +148,8 @@ def check_exporter(
         message names the artifact, the inputs and the error.
     :raises NotImplementedError: nothing can run the artifact in this process.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        positional = PositionalModel(model, tuple(example_inputs)).eval()
-        path = _write_artifact(exporter, positional, example_inputs, directory, task_spec, metadata)
+    with _exported(exporter, model, example_inputs, directory, task_spec, metadata) as exported:
+        positional, path = exported
         run = runner_for(exporter, path)
         errors: dict[str, float] = {}
         for inputs in [example_inputs, *variants]:
@@ -155,8 +161,6 @@ def check_exporter(
                 actual, expected, f"{path.name} on {described}", rtol, atol
             )
         return errors
-    finally:
-        model.train(was_training)
 
 
 def check_bundle_loader(
@@ -192,11 +196,8 @@ def check_bundle_loader(
         raise AssertionError(msg)
     source = check_loader_source(loader)
     directory = Path(directory)
-    was_training = model.training
-    model.eval()
-    try:
-        positional = PositionalModel(model, tuple(example_inputs)).eval()
-        path = _write_artifact(exporter, positional, example_inputs, directory, task_spec, metadata)
+    with _exported(exporter, model, example_inputs, directory, task_spec, metadata) as exported:
+        positional, path = exported
         loader_file = directory / LOADERS_DIR / loader.file_name
         loader_file.parent.mkdir(exist_ok=True)
         loader_file.write_text(source, encoding="utf-8")
@@ -232,5 +233,3 @@ def check_bundle_loader(
             what = f"{path.name} through {loader.file_name} on {described}"
             errors[described] = _compare(actual, expected, what, rtol, atol)
         return errors
-    finally:
-        model.train(was_training)
