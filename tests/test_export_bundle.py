@@ -693,3 +693,67 @@ def test_each_artifact_names_its_loader_and_a_tampered_loader_never_runs(
     assert "FAIL torchscript" in verified.stdout
     assert "FAIL torch_export" in verified.stdout
     assert not marker.exists()
+
+
+def test_predicting_from_a_tampered_artifact_is_refused_unless_asked(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    """Issue 14.8: a changed artifact never predicts silently; --skip-checksum is explicit."""
+    model = TokenClassifier()
+    bundle = create_export_bundle(
+        model, {}, task, training_config, tmp_path / "a", ["torchscript"], plugin_manager=manager
+    )
+    other = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path / "b",
+        ["torchscript"],
+        plugin_manager=manager,
+    )
+    artifact = bundle / "artifacts" / "model.torchscript.pt"
+    artifact.write_bytes((other / "artifacts" / "model.torchscript.pt").read_bytes())
+
+    refused = run_script(bundle)
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert "artifacts/model.torchscript.pt (torchscript) does not match its sha256" in (
+        refused.stderr
+    )
+    assert "--skip-checksum" in refused.stderr
+
+    forced = run_script(bundle, "--skip-checksum", "--output", str(tmp_path / "out.json"))
+    assert forced.returncode == 0, forced.stderr
+    produced = torch.tensor(json.loads((tmp_path / "out.json").read_text())["logits"])
+    expected = model_outputs(model, read_manifest(bundle)["sample"]["inputs"])
+    assert not torch.allclose(produced, expected, atol=1e-5)  # the other model's answer
+
+
+def test_the_torchserve_handler_refuses_a_tampered_artifact(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["torchscript"],
+        plugin_manager=manager,
+    )
+    artifact = bundle / "artifacts" / "model.torchscript.pt"
+    artifact.write_bytes(artifact.read_bytes() + b"\0")
+    (tmp_path / "request.json").write_text(json.dumps({"input_ids": [[1, 2]]}))
+
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", _CALL_HANDLER, str(bundle), str(tmp_path / "request.json")],
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "does not match its sha256" in result.stderr

@@ -97,6 +97,9 @@ python inference.py --input inputs.json   # {{"<input name>": [[...]]}}, names a
 python inference.py --format onnx --output outputs.json
 ```
 
+Before predicting, `inference.py` checks the artifact's sha256 against `manifest.json` and
+refuses a changed file (`--skip-checksum` runs it anyway).
+
 ## Verify the bundle wherever it was copied
 
 ```sh

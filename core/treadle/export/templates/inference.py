@@ -9,6 +9,9 @@ module in loaders/ whose sha256 the manifest records and which is checked before
     python inference.py --input inputs.json  # {"input_ids": [[1, 2, 3]]} or {"pixel_values": ...}
     python inference.py --format onnx --output outputs.json
     python inference.py --verify             # sha256 and sample outputs of every artifact
+
+Before predicting it checks the artifact's sha256 against the manifest (--skip-checksum to
+predict from a changed file anyway); a loader's sha256 is always checked before it runs.
 """
 
 from __future__ import annotations
@@ -57,6 +60,22 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def check_sha256(bundle_dir: Path, name: str, artifact: dict[str, Any]) -> None:
+    """Refuse an artifact that is missing or differs from the sha256 the manifest recorded:
+    hashing costs a fraction of loading the model, and a changed file must never predict."""
+    path = artifact_path(bundle_dir, artifact["file"])
+    if not path.is_file():
+        message = f"{artifact['file']} ({name}) is missing from the bundle"
+        raise BundleError(message)
+    if sha256_of(path) != artifact["sha256"]:
+        message = (
+            f"{artifact['file']} ({name}) does not match its sha256 in manifest.json: it changed "
+            f"after export. Run --verify to see what differs, or pass --skip-checksum to run "
+            f"it anyway"
+        )
+        raise BundleError(message)
 
 
 def missing_imports(artifact: dict[str, Any]) -> list[str]:
@@ -157,6 +176,8 @@ def predict(bundle_dir: Path, arguments: argparse.Namespace) -> int:
     name = choose_format(manifest, arguments.format)
     artifact = manifest["artifacts"][name]
     values = read_json(Path(arguments.input)) if arguments.input else manifest["sample"]["inputs"]
+    if not arguments.skip_checksum:
+        check_sha256(bundle_dir, name, artifact)
     run = load_runner(bundle_dir, name, artifact)
     logits = run(input_arrays(manifest, values))
     output_name = manifest["signature"]["outputs"][0]["name"]
@@ -234,6 +255,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", help="write the raw outputs to this JSON file")
     parser.add_argument(
         "--verify", action="store_true", help="check every artifact against the manifest"
+    )
+    parser.add_argument(
+        "--skip-checksum",
+        action="store_true",
+        help="predict even if the artifact's sha256 differs from the manifest's",
     )
     parser.add_argument("--bundle", default=str(BUNDLE_DIR), help="bundle folder")
     arguments = parser.parse_args(argv)
