@@ -20,17 +20,29 @@ import argparse
 import hashlib
 import importlib.util
 import json
+import math
+import re
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 BUNDLE_DIR = Path(__file__).resolve().parent
+#: The manifest layout this script reads (loaders per artifact).
+MANIFEST_VERSION = 2
+#: Input dtypes numpy can build from a manifest's or a request's nested lists.
+INPUT_DTYPES = frozenset(
+    {"bool", "uint8", "int8", "int16", "int32", "int64", "float16", "float32", "float64"}
+)
 
 Runner = Callable[[list[np.ndarray]], np.ndarray]
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FUNCTION = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
 class BundleError(ValueError):
@@ -38,12 +50,143 @@ class BundleError(ValueError):
 
 
 def read_json(path: Path) -> Any:
-    with path.open(encoding="utf-8") as handle:
-        return json.load(handle)
+    """The JSON in ``path``; BundleError for anything that is not JSON text."""
+    try:
+        with path.open(encoding="utf-8") as handle:
+            return json.load(handle)
+    except RecursionError as err:
+        message = f"{path} is nested too deeply to read"
+        raise BundleError(message) from err
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, a too-long integer
+        message = f"{path} is not valid JSON: {err}"
+        raise BundleError(message) from err
+
+
+def _require(condition: bool, where: str, expected: str) -> None:
+    if not condition:
+        message = f"manifest.json: {where} must be {expected}"
+        raise BundleError(message)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_file(value: Any, where: str) -> None:
+    """A relative path inside the bundle: no absolute path, no '..', no NUL."""
+    safe = (
+        isinstance(value, str)
+        and value.strip() != ""
+        and "\0" not in value
+        and "\\" not in value
+        and not PurePosixPath(value).is_absolute()
+        and ".." not in PurePosixPath(value).parts
+    )
+    _require(safe, where, "a relative path inside the bundle")
+
+
+def _check_loader(loader: Any, where: str) -> None:
+    _require(isinstance(loader, dict), where, "an object or null")
+    _check_file(loader.get("file"), f"{where}.file")
+    _require(isinstance(loader.get("sha256"), str), f"{where}.sha256", "a sha256 string")
+    _require(bool(_SHA256.match(loader["sha256"])), f"{where}.sha256", "64 hex digits")
+    function = loader.get("function")
+    _require(isinstance(function, str), f"{where}.function", "a function name")
+    _require(bool(_FUNCTION.match(function)), f"{where}.function", "a public function name")
+    imports = loader.get("imports")
+    _require(isinstance(imports, list), f"{where}.imports", "a list of module names")
+    for name in imports:
+        _require(
+            isinstance(name, str) and bool(_MODULE.match(name)), f"{where}.imports", "module names"
+        )
+    _require(_is_int(loader.get("priority")), f"{where}.priority", "an integer")
+
+
+def _check_artifacts(artifacts: Any) -> None:
+    _require(isinstance(artifacts, dict) and bool(artifacts), "artifacts", "a non-empty object")
+    for name, artifact in artifacts.items():
+        where = f"artifacts[{json.dumps(name)}]"
+        _require(isinstance(artifact, dict), where, "an object")
+        _check_file(artifact.get("file"), f"{where}.file")
+        sha256 = artifact.get("sha256")
+        _require(
+            isinstance(sha256, str) and bool(_SHA256.match(sha256)),
+            f"{where}.sha256",
+            "64 hex digits",
+        )
+        if artifact.get("loader") is not None:
+            _check_loader(artifact["loader"], f"{where}.loader")
+        else:
+            artifact["loader"] = None
+
+
+def _check_signature(signature: Any) -> None:
+    _require(isinstance(signature, dict), "signature", "an object")
+    for part in ("inputs", "outputs"):
+        specs = signature.get(part)
+        _require(isinstance(specs, list) and bool(specs), f"signature.{part}", "a non-empty list")
+        for index, spec in enumerate(specs):
+            where = f"signature.{part}[{index}]"
+            _require(isinstance(spec, dict), where, "an object")
+            _require(isinstance(spec.get("name"), str), f"{where}.name", "a string")
+            if part == "inputs":
+                dtype = spec.get("dtype")
+                valid = isinstance(dtype, str) and dtype in INPUT_DTYPES
+                _require(valid, f"{where}.dtype", "a numeric dtype")
+                shape = spec.get("shape")
+                _require(
+                    isinstance(shape, list)
+                    and all(_is_int(size) or isinstance(size, str) for size in shape),
+                    f"{where}.shape",
+                    "a list of sizes and axis names",
+                )
+
+
+def _check_rest(manifest: dict[str, Any]) -> None:
+    sample: Any = manifest.get("sample")
+    _require(isinstance(sample, dict), "sample", "an object")
+    for part in ("inputs", "outputs"):
+        _require(isinstance(sample.get(part), dict), f"sample.{part}", "an object")
+    output_name = manifest["signature"]["outputs"][0]["name"]
+    _require(output_name in sample["outputs"], "sample.outputs", f"an object with {output_name!r}")
+    tolerance: Any = manifest.get("tolerance")
+    _require(isinstance(tolerance, dict), "tolerance", "an object")
+    for key in ("rtol", "atol"):
+        value = tolerance.get(key)
+        valid = isinstance(value, int | float) and not isinstance(value, bool)
+        _require(valid and math.isfinite(value) and value >= 0, f"tolerance.{key}", "a number >= 0")
+    task = manifest.setdefault("task", {})
+    _require(isinstance(task, dict), "task", "an object")
+    names = task.get("class_names")
+    _require(
+        names is None or (isinstance(names, list) and all(isinstance(n, str) for n in names)),
+        "task.class_names",
+        "a list of strings or null",
+    )
 
 
 def load_manifest(bundle_dir: Path) -> dict[str, Any]:
-    manifest: dict[str, Any] = read_json(bundle_dir / "manifest.json")
+    """The bundle's manifest, checked to hold everything this script reads.
+
+    :raises BundleError: no manifest.json, not JSON, another manifest version, or a field
+        of the wrong shape; the message names the field.
+    """
+    path = bundle_dir / "manifest.json"
+    if not path.is_file():
+        message = f"{bundle_dir} holds no manifest.json: not a treadle export bundle"
+        raise BundleError(message)
+    manifest: dict[str, Any] = read_json(path)
+    _require(isinstance(manifest, dict), "the document", "a JSON object")
+    version = manifest.get("manifest_version")
+    if version != MANIFEST_VERSION or not _is_int(version):
+        message = (
+            f"manifest.json has manifest_version {json.dumps(version)}; this inference.py reads "
+            f"version {MANIFEST_VERSION}: use the inference.py written with the bundle"
+        )
+        raise BundleError(message)
+    _check_artifacts(manifest.get("artifacts"))
+    _check_signature(manifest.get("signature"))
+    _check_rest(manifest)
     return manifest
 
 
@@ -117,16 +260,23 @@ def load_runner(bundle_dir: Path, name: str, artifact: dict[str, Any]) -> Runner
     return runner
 
 
-def input_arrays(manifest: dict[str, Any], values: dict[str, Any]) -> list[np.ndarray]:
+def input_arrays(manifest: dict[str, Any], values: Any) -> list[np.ndarray]:
     """The inputs as arrays in signature order, with the signature's dtypes."""
     arrays = []
     expected = [spec["name"] for spec in manifest["signature"]["inputs"]]
+    if not isinstance(values, dict):
+        message = f"inputs must be a JSON object {{input name: nested list}}: {', '.join(expected)}"
+        raise BundleError(message)
     missing = [name for name in expected if name not in values]
     if missing:
         message = f"inputs lack {', '.join(missing)}; expected: {', '.join(expected)}"
         raise BundleError(message)
     for spec in manifest["signature"]["inputs"]:
-        array = np.asarray(values[spec["name"]], dtype=np.dtype(spec["dtype"]))
+        try:
+            array = np.asarray(values[spec["name"]], dtype=np.dtype(spec["dtype"]))
+        except (ValueError, TypeError, OverflowError) as err:
+            message = f"input {spec['name']!r} is not a rectangular array of {spec['dtype']}: {err}"
+            raise BundleError(message) from err
         if array.ndim != len(spec["shape"]):
             message = (
                 f"input {spec['name']!r} has {array.ndim} dimensions; "
@@ -201,7 +351,11 @@ def verify(bundle_dir: Path) -> int:
     tolerance = manifest["tolerance"]
     sample = manifest["sample"]
     output_name = manifest["signature"]["outputs"][0]["name"]
-    expected = np.asarray(sample["outputs"][output_name], dtype=np.float64)
+    try:
+        expected = np.asarray(sample["outputs"][output_name], dtype=np.float64)
+    except (ValueError, TypeError, OverflowError) as err:
+        message = f"manifest.json: sample.outputs is not a rectangular array of numbers: {err}"
+        raise BundleError(message) from err
     arrays = input_arrays(manifest, sample["inputs"])
     failures = 0
     for name, artifact in manifest["artifacts"].items():
@@ -268,7 +422,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if arguments.verify:
             return verify(bundle_dir)
         return predict(bundle_dir, arguments)
-    except (BundleError, OSError, json.JSONDecodeError) as err:
+    except (BundleError, OSError) as err:
         print(f"inference.py: {err}", file=sys.stderr)
         return 2
 
