@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import attrs
 import pytest
 import torch
 from torch import nn
@@ -34,7 +35,7 @@ from treadle.export import (
 )
 from treadle.export.inputs import derive_example_inputs
 from treadle.export.publish import publish
-from treadle.plugins import PluginManager
+from treadle.plugins import PluginManager, get_registry
 from treadle.task import TaskSpec
 from treadle.testing import isolated_plugin_manager
 from treadle.testing.exporters import check_exporter
@@ -757,3 +758,84 @@ def test_the_torchserve_handler_refuses_a_tampered_artifact(
 
     assert result.returncode != 0
     assert "does not match its sha256" in result.stderr
+
+
+@pytest.mark.parametrize("below", ["", "sub/dir"])
+def test_an_output_dir_that_is_or_lies_under_a_file_is_refused_naming_it(
+    tmp_path: Path,
+    manager: PluginManager,
+    task: TaskSpec,
+    training_config: TrainingConfig,
+    below: str,
+) -> None:
+    """Issue 14.7: ``--output-dir FILE`` is an ExportError naming the path, not a traceback."""
+    existing = tmp_path / "exports"
+    existing.write_text("not a folder")
+    output_dir = existing / below if below else existing
+
+    with pytest.raises(ExportError, match="output_dir") as caught:
+        create_export_bundle(
+            TokenClassifier(),
+            {},
+            task,
+            training_config,
+            output_dir,
+            ["torchscript"],
+            plugin_manager=manager,
+        )
+
+    assert repr(str(output_dir)) in str(caught.value)
+    assert "file" in str(caught.value)
+    assert existing.read_text() == "not a folder"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["exports"]
+
+
+def test_the_pytorch_format_keeps_the_weights_of_a_model_its_factory_cannot_rebuild(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec
+) -> None:
+    """Issue 14.9: a hand-built classifier whose config names tiny_gpt (the default) for a
+    classification task: the factory refuses, the weights stay, verified false with why."""
+    model = TokenClassifier()
+    bundle = create_export_bundle(
+        model,
+        {},
+        task,
+        TrainingConfig(vocab_size=VOCAB, max_seq_len=LENGTH),
+        tmp_path,
+        ["pytorch"],
+        plugin_manager=manager,
+    )
+
+    manifest = read_manifest(bundle)
+    assert manifest["status"] == "complete"
+    artifact = manifest["artifacts"]["pytorch"]
+    assert artifact["verified"] is False
+    assert "factory 'tiny_gpt' cannot build a model from the recipe" in artifact["verification"]
+    assert "TokenClassifier yourself" in artifact["verification"]
+    weights = torch.load(bundle / artifact["file"], weights_only=True)["state_dict"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(weights[key], value)
+
+
+def test_the_pytorch_format_keeps_weights_that_do_not_fit_the_rebuilt_model(
+    tmp_path: Path, manager: PluginManager
+) -> None:
+    """The recipe's factory builds the same class, with other sizes: weights kept, not
+    verified, the mismatch said."""
+    from treadle_models.mlp import MLPClassifier
+
+    config = TrainingConfig(vocab_size=VOCAB, max_seq_len=LENGTH, model_type="mlp_classifier")
+    task = TaskSpec.classification("topics", num_classes=3, max_seq_len=LENGTH)
+    model = get_registry("models").get("mlp_classifier")(attrs.evolve(config, d_model=24), task)
+    assert isinstance(model, MLPClassifier)
+
+    bundle = create_export_bundle(
+        model, {}, task, config, tmp_path, ["pytorch"], plugin_manager=manager
+    )
+
+    artifact = read_manifest(bundle)["artifacts"]["pytorch"]
+    assert artifact["verified"] is False
+    assert (
+        "the weights do not fit the model factory 'mlp_classifier' builds"
+        in (artifact["verification"])
+    )

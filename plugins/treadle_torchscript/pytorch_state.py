@@ -57,13 +57,14 @@ class PyTorchExporter:
     def load(self, path: Path) -> Callable[..., torch.Tensor]:
         """The rebuilt model taking positional inputs.
 
-        :raises NotImplementedError: no registered factory builds the recorded class.
+        :raises NotImplementedError: the model cannot be rebuilt from its recipe (see
+            :func:`rebuild_model`), or the weights do not fit the model rebuilt; the bundle
+            then keeps the artifact with ``verified: false`` and this reason.
         """
         from treadle.export import PositionalModel
 
         payload = _read(path)
-        model = rebuild_model(payload["recipe"])
-        model.load_state_dict(payload["state_dict"])
+        model = _rebuild_with_weights(payload, None)
         positional = PositionalModel(model, tuple(payload["recipe"]["input_names"])).eval()
 
         def run(*tensors: torch.Tensor) -> torch.Tensor:
@@ -82,13 +83,31 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
+def _rebuild_with_weights(
+    payload: Mapping[str, Any], plugin_manager: PluginManager | None
+) -> torch.nn.Module:
+    recipe = payload["recipe"]
+    model = rebuild_model(recipe, plugin_manager)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        msg = (
+            f"the weights do not fit the model factory {recipe.get('model_type')!r} builds "
+            f"({err}); load the state dict into a {recipe.get('model_class')} yourself"
+        )
+        raise NotImplementedError(msg) from err
+    return model.eval()
+
+
 def rebuild_model(
     recipe: Mapping[str, Any], plugin_manager: PluginManager | None = None
 ) -> torch.nn.Module:
     """A fresh model built as the recipe says, with its factory's initial weights.
 
     :raises NotImplementedError: the recipe names no registered factory, its configs do not
-        load, or the factory builds another class than the one exported.
+        load, the factory cannot build a model from them (a ``model_type`` that does not fit
+        the task, for a model built by hand), or it builds another class than the one
+        exported.
     """
     from treadle.config import TrainingConfig
     from treadle.errors import TreadleError
@@ -109,7 +128,15 @@ def rebuild_model(
     except (TreadleError, TypeError, KeyError) as err:
         msg = f"the recipe's configs do not load ({err}); cannot rebuild the model"
         raise NotImplementedError(msg) from err
-    model: torch.nn.Module = models.get(model_type)(training_config, task_spec)
+    try:
+        model: torch.nn.Module = models.get(model_type)(training_config, task_spec)
+    except Exception as err:  # a plugin's factory: whatever it raises, the model can't be rebuilt
+        msg = (
+            f"factory {model_type!r} cannot build a model from the recipe "
+            f"({type(err).__name__}: {err}); load the state dict into a "
+            f"{recipe.get('model_class')} yourself"
+        )
+        raise NotImplementedError(msg) from err
     built = f"{type(model).__module__}.{type(model).__qualname__}"
     if built != recipe.get("model_class"):
         msg = (
@@ -126,11 +153,8 @@ def load_pytorch_artifact(
     """Rebuild the model of a ``model.pytorch.pt`` artifact and load its weights (eval mode).
 
     :raises NotImplementedError: the model cannot be rebuilt from its recipe (see
-        :func:`rebuild_model`); ``torch.load(path, weights_only=True)["state_dict"]`` still
-        gives the weights.
+        :func:`rebuild_model`) or the weights do not fit it;
+        ``torch.load(path, weights_only=True)["state_dict"]`` still gives the weights.
     :raises ValueError: the file is not such an artifact.
     """
-    payload = _read(Path(path))
-    model = rebuild_model(payload["recipe"], plugin_manager)
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
+    return _rebuild_with_weights(_read(Path(path)), plugin_manager)

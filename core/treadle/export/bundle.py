@@ -95,6 +95,7 @@ def create_export_bundle(
     names = _check_formats(formats)
     exporters: dict[str, Exporter] = {name: registry.create(name) for name in names}
     _check_artifact_names(exporters)
+    root = _check_output_dir(Path(output_dir))
 
     export_model = _on_cpu(model)
     was_training = export_model.training
@@ -109,8 +110,7 @@ def create_export_bundle(
             raise ExportError(msg)
         dynamic_axes = dynamic_axes_for(task_spec, inputs, logits)
         description = _describe(export_model, config, task_spec, training_config, inputs)
-        root = Path(output_dir)
-        root.mkdir(parents=True, exist_ok=True)
+        _make_output_dir(root)
         # A hidden sibling, so the final rename stays on one file system; mkdir honours umask.
         staging = root / f".model_{secrets.token_hex(8)}.tmp"
         staging.mkdir()
@@ -168,6 +168,25 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
         msg = f"no export formats given; the defaults are {', '.join(DEFAULT_FORMATS)}"
         raise ExportError(msg)
     return names
+
+
+def _check_output_dir(root: Path) -> Path:
+    """``root``, refused at once when it, or the nearest part of it that exists, is a file:
+    before minutes of export, not after."""
+    existing = next((path for path in (root, *root.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is a file" if existing == root else f"lies under a file, {existing}"
+        msg = f"output_dir {str(root)!r} {what}: give a folder for bundles (made if missing)"
+        raise ExportError(msg)
+    return root
+
+
+def _make_output_dir(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file raced into place, no permission, a read-only disk
+        msg = f"cannot make the output folder {str(root)!r}: {err.strerror or err}"
+        raise ExportError(msg) from err
 
 
 def _check_artifact_names(exporters: Mapping[str, Exporter]) -> None:
