@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -839,3 +841,148 @@ def test_the_pytorch_format_keeps_weights_that_do_not_fit_the_rebuilt_model(
         "the weights do not fit the model factory 'mlp_classifier' builds"
         in (artifact["verification"])
     )
+
+
+NOISE = [
+    "noisy: print to stdout",
+    "noisy: sys.stderr",
+    "noisy: fd 2, as C++ writes",
+    "noisy: libc printf",
+    "noisy: a third-party logger",
+    "noisy: a FutureWarning",
+]
+
+
+class NoisyTorchScript(TorchScriptExporter):
+    """Writes as the export libraries do: print, stderr, raw fd 2, libc's stdout, a
+    third-party logger whose handler writes to the process's stderr, a warning."""
+
+    fail = False
+
+    def export(self, request: ExportRequest) -> None:
+        import ctypes
+        import warnings
+
+        print(NOISE[0])
+        sys.stderr.write(NOISE[1] + "\n")
+        os.write(2, (NOISE[2] + "\n").encode())
+        ctypes.CDLL(None).printf((NOISE[3] + "\n").encode())
+        logging.getLogger("acme.noisy").warning(NOISE[4])
+        warnings.warn(NOISE[5], FutureWarning, stacklevel=1)
+        if self.fail:
+            msg = "the model has a layer this format cannot write"
+            raise ValueError(msg)
+        super().export(request)
+
+
+class FailingNoisy(NoisyTorchScript):
+    artifact_name = "failing.pt"
+    fail = True
+
+
+@pytest.fixture
+def noisy_manager() -> Iterator[PluginManager]:
+    class NoisyPlugin:
+        @hookimpl
+        def treadle_register_exporters(self, register: Any) -> None:
+            register("noisy", NoisyTorchScript)
+            register("failing", FailingNoisy)
+
+    # A handler on the process's stderr (fd 2), as the CLI's logging.basicConfig has.
+    handler = logging.StreamHandler(open(2, "w", closefd=False))  # noqa: SIM115
+    third_party = logging.getLogger("acme.noisy")
+    third_party.addHandler(handler)
+    try:
+        yield isolated_plugin_manager(
+            ("torchscript", treadle_torchscript.plugin), ("noisy", NoisyPlugin())
+        )
+    finally:
+        third_party.removeHandler(handler)
+
+
+def test_library_output_goes_to_the_bundles_export_log_not_the_terminal(
+    tmp_path: Path,
+    noisy_manager: PluginManager,
+    task: TaskSpec,
+    training_config: TrainingConfig,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 15.4: what export libraries print, from Python or C, lands in export.log."""
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["noisy", "failing"],
+        plugin_manager=noisy_manager,
+    )
+
+    captured = capfd.readouterr()
+    for line in NOISE:
+        assert line not in captured.out + captured.err
+    manifest = read_manifest(bundle)
+    assert manifest["export_log"] == "export.log"
+    log = (bundle / "export.log").read_text()
+    for line in NOISE:
+        assert log.count(line + "\n") == 2, line  # once per format, whole lines
+    assert "== noisy: export and verification ==" in log
+    assert "ValueError: the model has a layer this format cannot write" in log  # traceback
+
+
+def test_a_failing_exporter_still_reports_its_error(
+    tmp_path: Path,
+    noisy_manager: PluginManager,
+    task: TaskSpec,
+    training_config: TrainingConfig,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["torchscript", "failing"],
+        plugin_manager=noisy_manager,
+    )
+
+    warned = [record for record in caplog.records if record.levelno == logging.WARNING]
+    messages = [record.getMessage() for record in warned if record.name.startswith("treadle")]
+    assert any(
+        "export format 'failing' failed for TokenClassifier: ValueError: the model has a layer"
+        in message
+        for message in messages
+    )
+
+
+@pytest.mark.parametrize("asked_by", ["argument", "debug logging"])
+def test_library_output_also_reaches_the_terminal_when_asked(
+    tmp_path: Path,
+    noisy_manager: PluginManager,
+    task: TaskSpec,
+    training_config: TrainingConfig,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    asked_by: str,
+) -> None:
+    """At -v (DEBUG on treadle's export logger) or with show_library_output=True, the lines
+    also reach stderr, as they come; the log keeps them too."""
+    show = True if asked_by == "argument" else None
+    if asked_by == "debug logging":
+        caplog.set_level(logging.DEBUG, logger="treadle.export")
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["noisy"],
+        plugin_manager=noisy_manager,
+        show_library_output=show,
+    )
+
+    terminal = capfd.readouterr().err
+    for line in NOISE:
+        assert line in terminal
+        assert line in (bundle / "export.log").read_text()

@@ -15,6 +15,7 @@ import torch
 from treadle.export.errors import ExportError
 from treadle.export.files import ARTIFACTS_DIR
 from treadle.export.inputs import OUTPUT_NAME, PositionalModel, inputs_for_tracing
+from treadle.export.library_output import ExportLog
 from treadle.export.loaders import LOADERS_DIR, BundleLoader, check_loader_source, in_process_runner
 from treadle.export.manifest import DEFAULT_TOLERANCE, sha256_of
 from treadle.export.request import ExportRequest
@@ -67,9 +68,11 @@ def export_artifacts(
     dynamic_axes: Mapping[str, Mapping[int, str]],
     metadata: Mapping[str, Any],
     staging: Path,
+    log: ExportLog,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """Write and verify each format into ``staging/artifacts``, and each loader into
-    ``staging/loaders``; return the manifest's ``artifacts`` and ``errors`` sections."""
+    ``staging/loaders``; return the manifest's ``artifacts`` and ``errors`` sections. What the
+    libraries print meanwhile goes to ``log``."""
     directory = staging / ARTIFACTS_DIR
     directory.mkdir()
     trace_inputs = inputs_for_tracing(inputs, dynamic_axes)
@@ -90,21 +93,32 @@ def export_artifacts(
         try:
             loader = loader_of(exporter)
             loader_source = check_loader_source(loader) if loader is not None else None
-            exporter.export(request)
-            if not path.is_file():
-                msg = f"the exporter returned without writing {path.name}"
-                raise ExportError(msg)
-            export_seconds = time.perf_counter() - started
-            verification = _verify(exporter, path, inputs, logits)
+            with log.capture(f"{name}: export and verification"):
+                exporter.export(request)
+                if not path.is_file():
+                    msg = f"the exporter returned without writing {path.name}"
+                    raise ExportError(msg)
+                export_seconds = time.perf_counter() - started
+                verification = _verify(exporter, path, inputs, logits)
         except Exception as err:  # any failure is this format's, recorded; the others go on
             cause = f"{type(err).__name__}: {err}".strip()
             errors[name] = (
                 f"export format {name!r} failed for {type(model.model).__name__}: "
                 f"{cause[:_MAX_CAUSE_CHARS]}"
             )
+            log.note_exception(err)
             logger.warning("%s", errors[name], exc_info=logger.isEnabledFor(logging.DEBUG))
             _remove_artifact(directory, exporter.artifact_name)
             continue
+        logger.info(
+            "%s: %s written in %.1f s, %s",
+            name,
+            exporter.artifact_name,
+            export_seconds,
+            f"verified (max abs error {verification['max_abs_error']:.2g})"
+            if verification["verified"]
+            else f"not verified: {verification['verification']}",
+        )
         artifacts[name] = {
             "file": f"{ARTIFACTS_DIR}/{exporter.artifact_name}",
             "sha256": sha256_of(path),

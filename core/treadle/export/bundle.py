@@ -25,6 +25,7 @@ from treadle.export.inputs import (
     dynamic_axes_for,
     normalize_example_inputs,
 )
+from treadle.export.library_output import EXPORT_LOG, ExportLog
 from treadle.export.manifest import (
     DEFAULT_TOLERANCE,
     MANIFEST_FILE,
@@ -56,6 +57,8 @@ def create_export_bundle(
     formats: Sequence[str] = DEFAULT_FORMATS,
     example_inputs: Mapping[str, torch.Tensor] | torch.Tensor | None = None,
     plugin_manager: PluginManager | None = None,
+    *,
+    show_library_output: bool | None = None,
 ) -> Path:
     """Export ``model`` in each of ``formats`` into a new folder ``output_dir/model_<UTC
     timestamp>/``, verify every artifact against the model, and return the folder.
@@ -84,6 +87,10 @@ def create_export_bundle(
     :param example_inputs: one sample, ``{"input_ids": (1, L) long}`` or ``{"pixel_values":
         (1, C, H, W) float}``; derived from the task when None.
     :param plugin_manager: where exporters are looked up; the global one when None.
+    :param show_library_output: also show on stderr what the export libraries print (onnx,
+        onnxscript, torch.export, onnxruntime: Python and C++ output, warnings), which goes to
+        the bundle's ``export.log`` either way; when None, shown if the ``treadle.export``
+        logger is enabled for DEBUG (``treadle -v``).
     :returns: the bundle's folder.
     :raises UnknownNameError: a format is not registered; the message lists those that are.
     :raises ExportError: no format could be written (each cause listed), or the inputs or
@@ -115,8 +122,11 @@ def create_export_bundle(
         staging = root / f".model_{secrets.token_hex(8)}.tmp"
         staging.mkdir()
         try:
+            if show_library_output is None:
+                show_library_output = logger.isEnabledFor(logging.DEBUG)
+            log = ExportLog(staging / EXPORT_LOG, echo=show_library_output)
             artifacts, errors = export_artifacts(
-                exporters, positional, inputs, logits, dynamic_axes, description, staging
+                exporters, positional, inputs, logits, dynamic_axes, description, staging, log
             )
             manifest = _manifest(description, inputs, logits, dynamic_axes, artifacts, errors)
             write_bundle_files(staging, manifest, exporters, task_spec, training_config, config)
@@ -128,10 +138,18 @@ def create_export_bundle(
             raise
     finally:
         export_model.train(was_training)
+    library_output = f"{log.captured_lines} lines of library output in {bundle / EXPORT_LOG}"
     if errors:
-        logger.warning("export bundle %s is partial: %s", bundle, "; ".join(errors.values()))
+        logger.warning(
+            "export bundle %s is partial: %s (%s)",
+            bundle,
+            "; ".join(errors.values()),
+            library_output,
+        )
     else:
-        logger.info("export bundle %s written: %s", bundle, ", ".join(artifacts))
+        logger.info(
+            "export bundle %s written: %s (%s)", bundle, ", ".join(artifacts), library_output
+        )
     return bundle
 
 
@@ -156,6 +174,7 @@ def _manifest(
         "tolerance": dict(DEFAULT_TOLERANCE),
         "artifacts": artifacts,
         "errors": errors,
+        "export_log": EXPORT_LOG,
         "versions": versions(),
     }
 

@@ -86,7 +86,8 @@ Status: **{status}**.
 {failed_section}{torchscript_note}
 `manifest.json` holds each artifact's sha256, the input and output signature, a sample input
 and the outputs the model gave for it. `configs/` holds the task, the training config and the
-TorchServe settings as JSON.
+TorchServe settings as JSON. `loaders/` holds the code that runs each artifact, and
+`export.log` what the export libraries printed while writing them.
 
 ## Predict
 
