@@ -986,3 +986,116 @@ def test_library_output_also_reaches_the_terminal_when_asked(
     for line in NOISE:
         assert line in terminal
         assert line in (bundle / "export.log").read_text()
+
+
+def test_a_bundle_is_named_after_the_model_and_version_and_a_second_export_never_clobbers_it(
+    tmp_path: Path,
+    manager: PluginManager,
+    task: TaskSpec,
+    training_config: TrainingConfig,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 15.9: a registry entry's bundle is ``<name>-<version>``; exporting that version
+    again writes ``_2`` beside it, says so, and leaves the first byte for byte."""
+    entry = {"name": "tiny-gpt", "version": "1.0.0", "model_id": 7}
+    first = create_export_bundle(
+        TokenClassifier(),
+        entry,
+        task,
+        training_config,
+        tmp_path,
+        ["pytorch"],
+        plugin_manager=manager,
+    )
+    before = {path: path.read_bytes() for path in first.rglob("*") if path.is_file()}
+
+    second = create_export_bundle(
+        TokenClassifier(),
+        entry,
+        task,
+        training_config,
+        tmp_path,
+        ["pytorch"],
+        plugin_manager=manager,
+    )
+
+    assert first == tmp_path / "tiny-gpt-1.0.0"
+    assert second == tmp_path / "tiny-gpt-1.0.0_2"
+    assert {path: path.read_bytes() for path in first.rglob("*") if path.is_file()} == before
+    assert any(
+        "tiny-gpt-1.0.0 already exists" in record.getMessage()
+        and str(second) in record.getMessage()
+        for record in caplog.records
+        if record.levelno == logging.WARNING
+    )
+    named = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["pytorch"],
+        plugin_manager=manager,
+        bundle_name="release candidate",
+    )
+    assert named == tmp_path / "release-candidate"
+
+
+HOSTILE_NAMES = [
+    ("../../escaped", "1.0"),
+    ("/etc/passwd", "../.."),
+    ("a/b\\\\c", "1\x00evil"),
+    ("..", "."),
+    ("-rf", "--"),
+    ("x" * 5000, "1.0.0"),
+    ("名前 with spaces\nand newline", "v1"),
+]
+
+
+@pytest.mark.parametrize(("name", "version"), HOSTILE_NAMES)
+def test_x1_a_hostile_model_name_or_version_never_leaves_the_output_root(
+    tmp_path: Path,
+    manager: PluginManager,
+    task: TaskSpec,
+    training_config: TrainingConfig,
+    name: str,
+    version: str,
+) -> None:
+    root = tmp_path / "deep" / "exports"
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {"name": name, "version": version},
+        task,
+        training_config,
+        root,
+        ["pytorch"],
+        plugin_manager=manager,
+    )
+
+    assert bundle.parent == root
+    assert bundle.resolve().parent == root.resolve()
+    assert not bundle.name.startswith((".", "-"))
+    assert len(bundle.name) <= 100
+    assert sorted(path.name for path in tmp_path.rglob("*") if path.parent == tmp_path) == ["deep"]
+    assert sorted(path.name for path in root.iterdir()) == [bundle.name]
+    assert read_manifest(bundle)["model"]["name"] == name  # the name itself stays data
+
+
+def test_two_long_names_that_share_a_prefix_get_two_bundles(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    bundles = [
+        create_export_bundle(
+            TokenClassifier(),
+            {"name": "m" * 300 + suffix, "version": "1"},
+            task,
+            training_config,
+            tmp_path,
+            ["pytorch"],
+            plugin_manager=manager,
+        )
+        for suffix in ("a", "b")
+    ]
+
+    assert bundles[0].name != bundles[1].name
+    assert not bundles[1].name.endswith("_2")

@@ -58,21 +58,28 @@ def create_export_bundle(
     example_inputs: Mapping[str, torch.Tensor] | torch.Tensor | None = None,
     plugin_manager: PluginManager | None = None,
     *,
+    bundle_name: str | None = None,
     show_library_output: bool | None = None,
 ) -> Path:
-    """Export ``model`` in each of ``formats`` into a new folder ``output_dir/model_<UTC
-    timestamp>/``, verify every artifact against the model, and return the folder.
+    """Export ``model`` in each of ``formats`` into a new folder of ``output_dir``, verify
+    every artifact against the model, and return the folder.
 
-    The folder holds ``artifacts/`` (one file per format), ``configs/`` (task_spec.json,
-    training_config.json, model_config.json, torchserve_config.json), ``inference.py``,
-    ``handler.py`` and ``config.properties`` for TorchServe, ``Dockerfile``, ``README.md``,
-    ``requirements.txt``, ``sample_request.json`` and ``manifest.json`` (sha256 per artifact,
-    input/output signature, a sample input with the model's outputs for it, versions, and
-    ``status``: ``complete``, or ``partial`` with each failed format's cause under ``errors``).
+    The folder is named after the model and its version when ``config`` carries both as
+    ``name`` and ``version`` (a registry entry: ``tiny-gpt-1.0.0``), else
+    ``model_<UTC timestamp>``; characters other than letters, digits, ``.``, ``_`` and ``-``
+    become ``-`` and long names are cut, so the folder is always a direct child of
+    ``output_dir``. It holds ``artifacts/`` (one file per format), ``loaders/`` (the code that
+    runs them), ``configs/`` (task_spec.json, training_config.json, model_config.json,
+    torchserve_config.json), ``inference.py``, ``handler.py`` and ``config.properties`` for
+    TorchServe, ``Dockerfile``, ``README.md``, ``requirements.txt``, ``sample_request.json``,
+    ``export.log`` (what the export libraries printed) and ``manifest.json`` (sha256 per
+    artifact, input/output signature, a sample input with the model's outputs for it,
+    versions, and ``status``: ``complete``, or ``partial`` with each failed format's cause
+    under ``errors``).
 
     It is built in a hidden sibling folder and renamed into place, so a reader never sees half
-    a bundle. An existing bundle is never overwritten: a name taken within the same second
-    gets a suffix, ``model_<timestamp>_2``.
+    a bundle. An existing bundle is never overwritten: a name already taken (the same version
+    exported again) gets a suffix, ``tiny-gpt-1.0.0_2``, and a warning says so.
 
     :param model: the trained model; called as ``model(**inputs)`` returning logits (a
         tensor, a dict with ``logits``, an object with ``.logits`` or a tuple). Exported on
@@ -87,6 +94,7 @@ def create_export_bundle(
     :param example_inputs: one sample, ``{"input_ids": (1, L) long}`` or ``{"pixel_values":
         (1, C, H, W) float}``; derived from the task when None.
     :param plugin_manager: where exporters are looked up; the global one when None.
+    :param bundle_name: the folder's name instead of the default (made safe the same way).
     :param show_library_output: also show on stderr what the export libraries print (onnx,
         onnxscript, torch.export, onnxruntime: Python and C++ output, warnings), which goes to
         the bundle's ``export.log`` either way; when None, shown if the ``treadle.export``
@@ -131,8 +139,7 @@ def create_export_bundle(
             manifest = _manifest(description, inputs, logits, dynamic_axes, artifacts, errors)
             write_bundle_files(staging, manifest, exporters, task_spec, training_config, config)
             sync_tree(staging)
-            stem = f"model_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}"
-            bundle = publish(staging, root, stem)
+            bundle = publish(staging, root, bundle_name or _default_name(config))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -187,6 +194,18 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
         msg = f"no export formats given; the defaults are {', '.join(DEFAULT_FORMATS)}"
         raise ExportError(msg)
     return names
+
+
+def _default_name(config: Any) -> str:
+    """``<name>-<version>`` when the config names both (a registry entry), else
+    ``model_<UTC timestamp>``."""
+    if isinstance(config, Mapping):
+        name, version = config.get("name"), config.get("version")
+    else:
+        name, version = getattr(config, "name", None), getattr(config, "version", None)
+    if name not in (None, "") and version not in (None, ""):
+        return f"{name}-{version}"
+    return f"model_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}"
 
 
 def _check_output_dir(root: Path) -> Path:
