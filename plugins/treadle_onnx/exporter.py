@@ -50,7 +50,9 @@ class OnnxExporter:
                 f"the 'onnx' format needs onnx and onnxscript: pip install onnx onnxscript ({err})"
             )
             raise ExportError(msg) from err
-        with warnings.catch_warnings():
+        # No autograd bookkeeping while torch traces twice (capture, decompositions): about 5%
+        # fewer calls for the tiny GPT, and the same file byte for byte (measured).
+        with torch.no_grad(), warnings.catch_warnings():
             # Inputs sharing an axis name (input_ids and attention_mask: "batch") is intended.
             warnings.filterwarnings("ignore", message=r".*axis name: .* will not be used")
             torch.onnx.export(
