@@ -112,13 +112,14 @@ def model_outputs(model: nn.Module, inputs: dict[str, list[Any]]) -> torch.Tenso
 
 
 def run_script(
-    bundle: Path, *arguments: str, cwd: Path | None = None
+    bundle: Path, *arguments: str, cwd: Path | None = None, missing: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
     """Run a bundle's inference.py as a user would: a clean environment, no PYTHONPATH, and
-    treadle unimportable."""
+    treadle (and the ``missing`` modules) unimportable."""
     environment = {"PATH": os.environ.get("PATH", ""), "HOME": str(cwd or bundle)}
+    code = _NO_TREADLE.replace("'treadle_models')", f"'treadle_models', *{missing!r})")
     return subprocess.run(
-        [sys.executable, "-I", "-c", _NO_TREADLE, str(bundle / "inference.py"), *arguments],
+        [sys.executable, "-I", "-c", code, str(bundle / "inference.py"), *arguments],
         cwd=cwd or bundle,
         env=environment,
         capture_output=True,
@@ -1099,3 +1100,54 @@ def test_two_long_names_that_share_a_prefix_get_two_bundles(
 
     assert bundles[0].name != bundles[1].name
     assert not bundles[1].name.endswith("_2")
+
+
+def test_without_a_formats_runtime_the_bundle_runs_another_and_says_what_is_missing(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["onnx", "torchscript"],
+        plugin_manager=manager,
+    )
+
+    chosen = run_script(bundle)
+    assert chosen.returncode == 0, chosen.stderr
+    assert json.loads(chosen.stdout)["format"] == "onnx"  # the highest loader priority
+    fallback = run_script(bundle, missing=("onnxruntime",))
+    assert fallback.returncode == 0, fallback.stderr
+    assert json.loads(fallback.stdout)["format"] == "torchscript"
+    asked = run_script(bundle, "--format", "onnx", missing=("onnxruntime",))
+    assert asked.returncode == 2
+    assert asked.stderr.startswith("inference.py: format 'onnx' needs onnxruntime: pip install")
+    verified = run_script(bundle, "--verify", missing=("onnxruntime",))
+    assert verified.returncode == 0, verified.stdout
+    assert "ok   onnx: sha256 matches; outputs not checked: onnxruntime not installed" in (
+        verified.stdout
+    )
+
+
+def test_a_runtime_error_on_bad_input_is_one_line_not_a_traceback(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> None:
+    bundle = create_export_bundle(
+        TokenClassifier(),
+        {},
+        task,
+        training_config,
+        tmp_path,
+        ["torchscript"],
+        plugin_manager=manager,
+    )
+    inputs = {"input_ids": [[VOCAB + 1000, 1]], "attention_mask": [[1, 1]]}
+    (tmp_path / "inputs.json").write_text(json.dumps(inputs))
+
+    result = run_script(bundle, "--input", str(tmp_path / "inputs.json"))
+
+    assert result.returncode == 2
+    assert result.stderr.startswith("inference.py: running 'torchscript' failed: ")
+    assert "Traceback (most recent call last)" not in result.stderr  # Python's, not torch's text

@@ -145,6 +145,13 @@ def check_loader_source(loader: BundleLoader) -> str:
     return source
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # a dotted name whose parent package is missing
+        return False
+
+
 def in_process_runner(loader: BundleLoader, path: Path) -> Callable[..., torch.Tensor]:
     """The artifact at ``path`` run by ``loader`` in this process, as the bundle verifies it:
     a callable taking input tensors positionally and returning the output tensor.
@@ -154,7 +161,7 @@ def in_process_runner(loader: BundleLoader, path: Path) -> Callable[..., torch.T
     """
     import numpy as np
 
-    missing = [name for name in loader.imports if importlib.util.find_spec(name) is None]
+    missing = [name for name in loader.imports if not _importable(name)]
     if missing:
         msg = f"{', '.join(missing)} not installed here"
         raise NotImplementedError(msg)

@@ -221,13 +221,22 @@ def check_sha256(bundle_dir: Path, name: str, artifact: dict[str, Any]) -> None:
         raise BundleError(message)
 
 
-def missing_imports(artifact: dict[str, Any]) -> list[str]:
-    """The modules the artifact's loader needs that are not installed here; every one of them
-    when it has no loader (nothing here can run it)."""
-    loader = artifact["loader"]
-    if not loader:
-        return ["(no loader)"]
-    return [name for name in loader["imports"] if importlib.util.find_spec(name) is None]
+def missing_imports(loader: dict[str, Any]) -> list[str]:
+    """The modules a loader needs that cannot be imported here."""
+    missing = []
+    for name in loader["imports"]:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a dotted name whose parent is missing
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def runs_here(artifact: dict[str, Any]) -> bool:
+    """Whether the artifact has a loader and everything it imports is installed here."""
+    return bool(artifact["loader"]) and not missing_imports(artifact["loader"])
 
 
 def import_loader(bundle_dir: Path, name: str, loader: dict[str, Any]) -> ModuleType:
@@ -253,10 +262,21 @@ def load_runner(bundle_dir: Path, name: str, artifact: dict[str, Any]) -> Runner
     if not loader:
         message = f"format {name!r} has no loader: inference.py cannot run it"
         raise BundleError(message)
+    missing = missing_imports(loader)
+    if missing:
+        message = (
+            f"format {name!r} needs {', '.join(missing)}: "
+            f"pip install -r {BUNDLE_DIR / 'requirements.txt'}"
+        )
+        raise BundleError(message)
     module = import_loader(bundle_dir, name, loader)
-    runner: Runner = getattr(module, loader["function"])(
-        artifact_path(bundle_dir, artifact["file"])
-    )
+    try:
+        runner: Runner = getattr(module, loader["function"])(
+            artifact_path(bundle_dir, artifact["file"])
+        )
+    except Exception as err:  # the runtime's own error on a damaged file: one line, exit 2
+        message = f"loading {name!r} with {loader['file']} failed: {type(err).__name__}: {err}"
+        raise BundleError(message) from err
     return runner
 
 
@@ -296,7 +316,7 @@ def choose_format(manifest: dict[str, Any], requested: str | None) -> str:
             message = f"format {requested!r} is not in this bundle; it has: {', '.join(artifacts)}"
             raise BundleError(message)
         return requested
-    runnable = [name for name, artifact in artifacts.items() if not missing_imports(artifact)]
+    runnable = [name for name, artifact in artifacts.items() if runs_here(artifact)]
     if runnable:
         return str(max(runnable, key=lambda name: artifacts[name]["loader"]["priority"]))
     message = (
@@ -328,8 +348,13 @@ def predict(bundle_dir: Path, arguments: argparse.Namespace) -> int:
     values = read_json(Path(arguments.input)) if arguments.input else manifest["sample"]["inputs"]
     if not arguments.skip_checksum:
         check_sha256(bundle_dir, name, artifact)
+    arrays = input_arrays(manifest, values)
     run = load_runner(bundle_dir, name, artifact)
-    logits = run(input_arrays(manifest, values))
+    try:
+        logits = np.asarray(run(arrays))
+    except Exception as err:  # the runtime's own error (a wrong input size): one line, exit 2
+        message = f"running {name!r} failed: {type(err).__name__}: {err}"
+        raise BundleError(message) from err
     output_name = manifest["signature"]["outputs"][0]["name"]
     if arguments.output:
         with Path(arguments.output).open("w", encoding="utf-8") as handle:
@@ -369,10 +394,9 @@ def verify(bundle_dir: Path) -> int:
             print(f"FAIL {name}: sha256 {digest} differs from the manifest's {artifact['sha256']}")
             failures += 1
             continue
-        missing = missing_imports(artifact)
-        if missing:
+        if not runs_here(artifact):
             reason = (
-                f"{', '.join(missing)} not installed"
+                f"{', '.join(missing_imports(artifact['loader']))} not installed"
                 if artifact["loader"]
                 else "no standalone loader (the format needs its exporter to load)"
             )
