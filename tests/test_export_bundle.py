@@ -7,6 +7,7 @@ formats; every format on every built-in model is in test_export_formats.py.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import logging
 import os
@@ -317,6 +318,12 @@ def test_x5_names_with_quotes_newlines_and_code_stay_literal_data(
         ast.parse(source)
         assert "_exit" not in source
         assert "SystemExit(7)" not in source
+    for loader in (bundle / "loaders").iterdir():  # copied from the plugin, byte for byte
+        source = loader.read_text()
+        ast.parse(source)
+        assert "_exit" not in source
+        module = loader.name.removesuffix(".py")
+        assert source == Path(importlib.util.find_spec(module).origin).read_text()
     for text_file in ("Dockerfile", "config.properties", "requirements.txt"):
         assert "_exit" not in (bundle / text_file).read_text()
     readme = (bundle / "README.md").read_text()

@@ -33,8 +33,9 @@ __all__ = ["EXPORT_LOG", "ExportLog"]
 logger = logging.getLogger(__name__)
 
 EXPORT_LOG = "export.log"
-#: fd 1 and 2 are process-wide: two captures at once would restore each other's descriptors.
-_CAPTURE_LOCK = threading.Lock()
+#: fd 1 and 2 are process-wide: two threads capturing at once would restore each other's
+#: descriptors. Re-entrant: a capture inside a capture (an exporter exporting) nests cleanly.
+_CAPTURE_LOCK = threading.RLock()
 _TAIL_POLL_SECONDS = 0.05
 _CHUNK = 1 << 16
 
