@@ -8,9 +8,10 @@ inference latency against eager PyTorch.
 For each built-in model (built by its factory from the ``models`` registry, quick_prototype
 sizes), after one warm-up export (torch._dynamo's first import is not counted):
 
-- export time, the median of ``--repeats`` exports: each format as the bundle writes it (the
-  manifest's ``export_seconds``), next to its baseline, the plain torch call a user would make
-  for the same model and inputs: ``torch.onnx.export(dynamo=True)`` for ``onnx``,
+- export time, the median of ``--repeats``: a whole ``create_export_bundle`` of each format
+  alone (export, verification, the bundle's files, fsync), next to its baseline, the plain
+  torch call a user would make for the same model and inputs, interleaved with it:
+  ``torch.onnx.export(dynamo=True)`` for ``onnx``,
   ``torch.jit.trace`` + ``save`` for ``torchscript``, ``torch.export.export`` + ``save`` for
   ``torch_export``, ``torch.save(state_dict)`` for ``pytorch``; the ratio is treadle's time over
   the baseline's. The legacy TorchScript-based ``torch.onnx.export(dynamo=False)``, deprecated
@@ -259,15 +260,18 @@ def bench_model(model_type: str, args: argparse.Namespace, root: Path) -> dict[s
     baselines = _baselines(model, task, config, root)
     for call in baselines.values():
         call()  # warm-up, as the bundle had
-    export_seconds: dict[str, list[float]] = {name: [] for name in FORMATS}
-    bundle = root
+    bundle_seconds: dict[str, list[float]] = {name: [] for name in FORMATS}
+    plain_seconds: dict[str, list[float]] = {name: [] for name in baselines}
+    # Interleaved, so that a change in the machine's load falls on both sides alike.
     for repeat in range(args.repeats):
-        bundle = create_export_bundle(model, config, task, config, root / str(repeat), FORMATS)
-        for name, artifact in read_manifest(bundle)["artifacts"].items():
-            export_seconds[name].append(artifact["export_seconds"])
-    baseline_seconds = {
-        name: _median_seconds(call, args.repeats) for name, call in baselines.items()
-    }
+        for name in FORMATS:
+            started = time.perf_counter()
+            create_export_bundle(model, config, task, config, root / f"{name}{repeat}", [name])
+            bundle_seconds[name].append(time.perf_counter() - started)
+        for name, call in baselines.items():
+            plain_seconds[name].append(_median_seconds(call, 1))
+    baseline_seconds = {name: statistics.median(values) for name, values in plain_seconds.items()}
+    bundle = create_export_bundle(model, config, task, config, root / "all", FORMATS)
     manifest = read_manifest(bundle)
     tensors = _batch(manifest, args.batch)
     positional = PositionalModel(model, tuple(manifest["input_names"])).eval()
@@ -286,7 +290,7 @@ def bench_model(model_type: str, args: argparse.Namespace, root: Path) -> dict[s
         "model": model_type,
         "parameters": manifest["model"]["num_parameters"],
         "batch": [list(tensor.shape) for tensor in tensors],
-        "export_s": {name: statistics.median(values) for name, values in export_seconds.items()},
+        "export_s": {name: statistics.median(values) for name, values in bundle_seconds.items()},
         "baseline_s": baseline_seconds,
         "latency_ms": latency,
         "ratio_to_eager": {name: value / latency["eager"] for name, value in latency.items()},
@@ -303,7 +307,9 @@ def bench_model(model_type: str, args: argparse.Namespace, root: Path) -> dict[s
 
 def _print(result: dict[str, Any], args: argparse.Namespace) -> None:
     print(f"\n{result['model']} ({result['parameters']:,} parameters), batch {result['batch']}")
-    print(f"  export time, median of {args.repeats}: treadle vs the plain torch call")
+    print(
+        f"  export time, median of {args.repeats}: a bundle of one format vs the plain torch call"
+    )
     baselines = result["baseline_s"]
     for name, seconds in result["export_s"].items():
         base = baselines[name]
