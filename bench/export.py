@@ -124,32 +124,24 @@ def plain_onnx_export(
 ) -> None:
     """``torch.onnx.export`` of the same model with the same inputs and axes, nothing else."""
     positional, inputs, names, axes = _trace_arguments(model, task, config)
+    if dynamo:
+        per_input = tuple(dict(axes.get(name, {})) for name in names)
+        options: dict[str, Any] = {"dynamic_shapes": (per_input,), "external_data": False}
+    else:
+        dynamic_axes = {name: dict(axes[name]) for name in [*names, "logits"]}
+        options = {"dynamic_axes": dynamic_axes, "opset_version": 18}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if dynamo:
-            per_input = tuple(dict(axes.get(name, {})) for name in names)
-            torch.onnx.export(
-                positional,
-                inputs,
-                str(path),
-                input_names=names,
-                output_names=["logits"],
-                dynamic_shapes=(per_input,),
-                external_data=False,
-                dynamo=True,
-                verbose=False,
-            )
-        else:
-            torch.onnx.export(
-                positional,
-                inputs,
-                str(path),
-                input_names=names,
-                output_names=["logits"],
-                dynamic_axes={name: dict(axes[name]) for name in [*names, "logits"]},
-                opset_version=18,
-                dynamo=False,
-            )
+        torch.onnx.export(
+            positional,
+            inputs,
+            str(path),
+            input_names=names,
+            output_names=["logits"],
+            dynamo=dynamo,
+            verbose=False,
+            **options,
+        )
 
 
 def _baselines(

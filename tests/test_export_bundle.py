@@ -13,7 +13,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -86,6 +86,28 @@ class SignDependent(TokenClassifier):
         if logits.sum() > 0:
             return logits * 2
         return logits
+
+
+Export = Callable[..., Path]
+
+
+@pytest.fixture
+def export(
+    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+) -> Export:
+    """``export(formats, **arguments)``: create_export_bundle of a new TokenClassifier with the
+    test's task, training config and plugins into tmp_path; any argument can be given."""
+
+    def run(formats: list[str], **arguments: Any) -> Path:
+        arguments.setdefault("model", TokenClassifier())
+        arguments.setdefault("config", {})
+        arguments.setdefault("task_spec", task)
+        arguments.setdefault("training_config", training_config)
+        arguments.setdefault("output_dir", tmp_path)
+        arguments.setdefault("plugin_manager", manager)
+        return create_export_bundle(formats=formats, **arguments)
+
+    return run
 
 
 @pytest.fixture
@@ -628,9 +650,8 @@ class LoaderImportingTreadle(TorchScriptExporter):
 
 def test_a_loader_that_does_not_stand_alone_fails_its_format_naming_the_line(
     tmp_path: Path,
+    export: Export,
     monkeypatch: pytest.MonkeyPatch,
-    task: TaskSpec,
-    training_config: TrainingConfig,
 ) -> None:
     site = tmp_path / "site"
     site.mkdir()
@@ -647,15 +668,7 @@ def test_a_loader_that_does_not_stand_alone_fails_its_format_naming_the_line(
     manager = isolated_plugin_manager(
         ("torchscript", treadle_torchscript.plugin), ("leaky", LeakyPlugin())
     )
-    bundle = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path / "exports",
-        ["torchscript", "leaky"],
-        plugin_manager=manager,
-    )
+    bundle = export(["torchscript", "leaky"], plugin_manager=manager)
 
     manifest = read_manifest(bundle)
     assert list(manifest["artifacts"]) == ["torchscript"]
@@ -666,17 +679,10 @@ def test_a_loader_that_does_not_stand_alone_fails_its_format_naming_the_line(
 
 
 def test_each_artifact_names_its_loader_and_a_tampered_loader_never_runs(
-    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+    tmp_path: Path,
+    export: Export,
 ) -> None:
-    bundle = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path,
-        ["torchscript", "torch_export", "pytorch"],
-        plugin_manager=manager,
-    )
+    bundle = export(["torchscript", "torch_export", "pytorch"])
     manifest = read_manifest(bundle)
     loaders = {name: artifact["loader"] for name, artifact in manifest["artifacts"].items()}
     assert loaders["pytorch"] is None
@@ -690,7 +696,6 @@ def test_each_artifact_names_its_loader_and_a_tampered_loader_never_runs(
     assert loaders["torchscript"]["file"] in served["extra_files"]
 
     # A loader edited after export: nothing runs it, and --verify says which.
-    (tmp_path / "ran").unlink(missing_ok=True)
     marker = tmp_path / "ran"
     loader_file.write_text(
         loader_file.read_text() + f"\nopen({str(marker)!r}, 'w').close()\n", encoding="utf-8"
@@ -707,22 +712,18 @@ def test_each_artifact_names_its_loader_and_a_tampered_loader_never_runs(
 
 
 def test_predicting_from_a_tampered_artifact_is_refused_unless_asked(
-    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+    tmp_path: Path,
+    export: Export,
+    manager: PluginManager,
+    task: TaskSpec,
+    training_config: TrainingConfig,
 ) -> None:
     """Issue 14.8: a changed artifact never predicts silently; --skip-checksum is explicit."""
     model = TokenClassifier()
     bundle = create_export_bundle(
         model, {}, task, training_config, tmp_path / "a", ["torchscript"], plugin_manager=manager
     )
-    other = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path / "b",
-        ["torchscript"],
-        plugin_manager=manager,
-    )
+    other = export(["torchscript"], output_dir=tmp_path / "b")
     artifact = bundle / "artifacts" / "model.torchscript.pt"
     artifact.write_bytes((other / "artifacts" / "model.torchscript.pt").read_bytes())
 
@@ -742,17 +743,10 @@ def test_predicting_from_a_tampered_artifact_is_refused_unless_asked(
 
 
 def test_the_torchserve_handler_refuses_a_tampered_artifact(
-    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+    tmp_path: Path,
+    export: Export,
 ) -> None:
-    bundle = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path,
-        ["torchscript"],
-        plugin_manager=manager,
-    )
+    bundle = export(["torchscript"])
     artifact = bundle / "artifacts" / "model.torchscript.pt"
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     (tmp_path / "request.json").write_text(json.dumps({"input_ids": [[1, 2]]}))
@@ -773,9 +767,7 @@ def test_the_torchserve_handler_refuses_a_tampered_artifact(
 @pytest.mark.parametrize("below", ["", "sub/dir"])
 def test_an_output_dir_that_is_or_lies_under_a_file_is_refused_naming_it(
     tmp_path: Path,
-    manager: PluginManager,
-    task: TaskSpec,
-    training_config: TrainingConfig,
+    export: Export,
     below: str,
 ) -> None:
     """Issue 14.7: ``--output-dir FILE`` is an ExportError naming the path, not a traceback."""
@@ -784,15 +776,7 @@ def test_an_output_dir_that_is_or_lies_under_a_file_is_refused_naming_it(
     output_dir = existing / below if below else existing
 
     with pytest.raises(ExportError, match="output_dir") as caught:
-        create_export_bundle(
-            TokenClassifier(),
-            {},
-            task,
-            training_config,
-            output_dir,
-            ["torchscript"],
-            plugin_manager=manager,
-        )
+        export(["torchscript"], output_dir=output_dir)
 
     assert repr(str(output_dir)) in str(caught.value)
     assert "file" in str(caught.value)
@@ -801,19 +785,16 @@ def test_an_output_dir_that_is_or_lies_under_a_file_is_refused_naming_it(
 
 
 def test_the_pytorch_format_keeps_the_weights_of_a_model_its_factory_cannot_rebuild(
-    tmp_path: Path, manager: PluginManager, task: TaskSpec
+    export: Export,
+    task: TaskSpec,
 ) -> None:
     """Issue 14.9: a hand-built classifier whose config names tiny_gpt (the default) for a
     classification task: the factory refuses, the weights stay, verified false with why."""
     model = TokenClassifier()
-    bundle = create_export_bundle(
-        model,
-        {},
-        task,
-        TrainingConfig(vocab_size=VOCAB, max_seq_len=LENGTH),
-        tmp_path,
+    bundle = export(
         ["pytorch"],
-        plugin_manager=manager,
+        model=model,
+        training_config=TrainingConfig(vocab_size=VOCAB, max_seq_len=LENGTH),
     )
 
     manifest = read_manifest(bundle)
@@ -909,22 +890,12 @@ def noisy_manager() -> Iterator[PluginManager]:
 
 
 def test_library_output_goes_to_the_bundles_export_log_not_the_terminal(
-    tmp_path: Path,
+    export: Export,
     noisy_manager: PluginManager,
-    task: TaskSpec,
-    training_config: TrainingConfig,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Issue 15.4: what export libraries print, from Python or C, lands in export.log."""
-    bundle = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path,
-        ["noisy", "failing"],
-        plugin_manager=noisy_manager,
-    )
+    bundle = export(["noisy", "failing"], plugin_manager=noisy_manager)
 
     captured = capfd.readouterr()
     for line in NOISE:
@@ -939,21 +910,11 @@ def test_library_output_goes_to_the_bundles_export_log_not_the_terminal(
 
 
 def test_a_failing_exporter_still_reports_its_error(
-    tmp_path: Path,
+    export: Export,
     noisy_manager: PluginManager,
-    task: TaskSpec,
-    training_config: TrainingConfig,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path,
-        ["torchscript", "failing"],
-        plugin_manager=noisy_manager,
-    )
+    export(["torchscript", "failing"], plugin_manager=noisy_manager)
 
     warned = [record for record in caplog.records if record.levelno == logging.WARNING]
     messages = [record.getMessage() for record in warned if record.name.startswith("treadle")]
@@ -966,10 +927,8 @@ def test_a_failing_exporter_still_reports_its_error(
 
 @pytest.mark.parametrize("asked_by", ["argument", "debug logging"])
 def test_library_output_also_reaches_the_terminal_when_asked(
-    tmp_path: Path,
+    export: Export,
     noisy_manager: PluginManager,
-    task: TaskSpec,
-    training_config: TrainingConfig,
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
     asked_by: str,
@@ -979,16 +938,7 @@ def test_library_output_also_reaches_the_terminal_when_asked(
     show = True if asked_by == "argument" else None
     if asked_by == "debug logging":
         caplog.set_level(logging.DEBUG, logger="treadle.export")
-    bundle = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path,
-        ["noisy"],
-        plugin_manager=noisy_manager,
-        show_library_output=show,
-    )
+    bundle = export(["noisy"], plugin_manager=noisy_manager, show_library_output=show)
 
     terminal = capfd.readouterr().err
     for line in NOISE:
@@ -998,34 +948,16 @@ def test_library_output_also_reaches_the_terminal_when_asked(
 
 def test_a_bundle_is_named_after_the_model_and_version_and_a_second_export_never_clobbers_it(
     tmp_path: Path,
-    manager: PluginManager,
-    task: TaskSpec,
-    training_config: TrainingConfig,
+    export: Export,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Issue 15.9: a registry entry's bundle is ``<name>-<version>``; exporting that version
     again writes ``_2`` beside it, says so, and leaves the first byte for byte."""
     entry = {"name": "tiny-gpt", "version": "1.0.0", "model_id": 7}
-    first = create_export_bundle(
-        TokenClassifier(),
-        entry,
-        task,
-        training_config,
-        tmp_path,
-        ["pytorch"],
-        plugin_manager=manager,
-    )
+    first = export(["pytorch"], config=entry)
     before = {path: path.read_bytes() for path in first.rglob("*") if path.is_file()}
 
-    second = create_export_bundle(
-        TokenClassifier(),
-        entry,
-        task,
-        training_config,
-        tmp_path,
-        ["pytorch"],
-        plugin_manager=manager,
-    )
+    second = export(["pytorch"], config=entry)
 
     assert first == tmp_path / "tiny-gpt-1.0.0"
     assert second == tmp_path / "tiny-gpt-1.0.0_2"
@@ -1036,16 +968,7 @@ def test_a_bundle_is_named_after_the_model_and_version_and_a_second_export_never
         for record in caplog.records
         if record.levelno == logging.WARNING
     )
-    named = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path,
-        ["pytorch"],
-        plugin_manager=manager,
-        bundle_name="release candidate",
-    )
+    named = export(["pytorch"], bundle_name="release candidate")
     assert named == tmp_path / "release-candidate"
 
 
@@ -1063,22 +986,12 @@ HOSTILE_NAMES = [
 @pytest.mark.parametrize(("name", "version"), HOSTILE_NAMES)
 def test_x1_a_hostile_model_name_or_version_never_leaves_the_output_root(
     tmp_path: Path,
-    manager: PluginManager,
-    task: TaskSpec,
-    training_config: TrainingConfig,
+    export: Export,
     name: str,
     version: str,
 ) -> None:
     root = tmp_path / "deep" / "exports"
-    bundle = create_export_bundle(
-        TokenClassifier(),
-        {"name": name, "version": version},
-        task,
-        training_config,
-        root,
-        ["pytorch"],
-        plugin_manager=manager,
-    )
+    bundle = export(["pytorch"], config={"name": name, "version": version}, output_dir=root)
 
     assert bundle.parent == root
     assert bundle.resolve().parent == root.resolve()
@@ -1090,18 +1003,10 @@ def test_x1_a_hostile_model_name_or_version_never_leaves_the_output_root(
 
 
 def test_two_long_names_that_share_a_prefix_get_two_bundles(
-    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+    export: Export,
 ) -> None:
     bundles = [
-        create_export_bundle(
-            TokenClassifier(),
-            {"name": "m" * 300 + suffix, "version": "1"},
-            task,
-            training_config,
-            tmp_path,
-            ["pytorch"],
-            plugin_manager=manager,
-        )
+        export(["pytorch"], config={"name": "m" * 300 + suffix, "version": "1"})
         for suffix in ("a", "b")
     ]
 
@@ -1110,17 +1015,9 @@ def test_two_long_names_that_share_a_prefix_get_two_bundles(
 
 
 def test_without_a_formats_runtime_the_bundle_runs_another_and_says_what_is_missing(
-    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+    export: Export,
 ) -> None:
-    bundle = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path,
-        ["onnx", "torchscript"],
-        plugin_manager=manager,
-    )
+    bundle = export(["onnx", "torchscript"])
 
     chosen = run_script(bundle)
     assert chosen.returncode == 0, chosen.stderr
@@ -1139,17 +1036,10 @@ def test_without_a_formats_runtime_the_bundle_runs_another_and_says_what_is_miss
 
 
 def test_a_runtime_error_on_bad_input_is_one_line_not_a_traceback(
-    tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
+    tmp_path: Path,
+    export: Export,
 ) -> None:
-    bundle = create_export_bundle(
-        TokenClassifier(),
-        {},
-        task,
-        training_config,
-        tmp_path,
-        ["torchscript"],
-        plugin_manager=manager,
-    )
+    bundle = export(["torchscript"])
     inputs = {"input_ids": [[VOCAB + 1000, 1]], "attention_mask": [[1, 1]]}
     (tmp_path / "inputs.json").write_text(json.dumps(inputs))
 
