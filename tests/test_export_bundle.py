@@ -614,6 +614,18 @@ print(json.dumps(handler.handle([{"body": body}, {"data": body.decode()}], conte
 """
 
 
+def call_handler(bundle: Path, request: Path) -> subprocess.CompletedProcess[str]:
+    """The bundle's TorchServe handler answering ``request`` twice, treadle unimportable."""
+    return subprocess.run(
+        [sys.executable, "-I", "-c", _CALL_HANDLER, str(bundle), str(request)],
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(request.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_torchserve_handler_answers_requests_without_treadle(
     tmp_path: Path, manager: PluginManager, task: TaskSpec, training_config: TrainingConfig
 ) -> None:
@@ -624,14 +636,7 @@ def test_torchserve_handler_answers_requests_without_treadle(
     inputs = {"input_ids": [[1, 2, 3], [4, 5, 6]], "attention_mask": [[1, 1, 1], [1, 1, 0]]}
     (tmp_path / "request.json").write_text(json.dumps(inputs))
 
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", _CALL_HANDLER, str(bundle), str(tmp_path / "request.json")],
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = call_handler(bundle, tmp_path / "request.json")
 
     assert result.returncode == 0, result.stderr
     expected = [task.class_names[int(i)] for i in model_outputs(model, inputs).argmax(-1)]
@@ -751,14 +756,7 @@ def test_the_torchserve_handler_refuses_a_tampered_artifact(
     artifact.write_bytes(artifact.read_bytes() + b"\0")
     (tmp_path / "request.json").write_text(json.dumps({"input_ids": [[1, 2]]}))
 
-    result = subprocess.run(
-        [sys.executable, "-I", "-c", _CALL_HANDLER, str(bundle), str(tmp_path / "request.json")],
-        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = call_handler(bundle, tmp_path / "request.json")
 
     assert result.returncode != 0
     assert "does not match its sha256" in result.stderr
