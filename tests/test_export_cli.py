@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -135,3 +137,67 @@ def test_export_command_names_a_missing_checkpoint(
 
     assert status == 2
     assert "missing.pt of the registry entry does not exist" in capsys.readouterr().err
+
+
+_EXPORT_TINY_GPT = """
+import sys
+from pathlib import Path
+import torch
+from treadle.cli import main
+from treadle.config import TrainingConfigBuilder
+from treadle.model_registry import ModelRegistry
+from treadle.plugins import get_registry
+from treadle.task import TaskSpec
+
+folder = Path(sys.argv[1])
+config = (
+    TrainingConfigBuilder.quick_prototype()
+    .with_model(model_type="tiny_gpt", d_model=32, num_layers=1, num_heads=2, d_ff=64)
+    .build()
+)
+task = TaskSpec.language_modeling("lm", max_seq_len=config.max_seq_len)
+model = get_registry("models").get("tiny_gpt")(config, task)
+torch.save(
+    {"model_state_dict": model.state_dict(), "training_config": config.to_dict(),
+     "task_spec": task.to_dict()},
+    folder / "epoch_1.pt",
+)
+ModelRegistry(str(folder / "models.db")).register_model(
+    name="tiny-gpt", version="1.0.0", checkpoint_path=str(folder / "epoch_1.pt"),
+    task_type="language_modeling", metrics={}, config_hash="abc",
+)
+raise SystemExit(main([*sys.argv[2:], "export", "tiny-gpt:1.0.0", "--registry",
+                       str(folder / "models.db"), "--output-dir", str(folder / "exports")]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("verbosity", [[], ["-v"]])
+def test_export_prints_a_short_summary_and_keeps_library_output_in_the_bundle(
+    tmp_path: Path, verbosity: list[str]
+) -> None:
+    """Issue 15.4: ~70 lines of onnx_ir/onnxscript INFO, torchvision and FutureWarning noise
+    go to the bundle's export.log; the terminal gets treadle's summary (all of it at -v)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _EXPORT_TINY_GPT, str(tmp_path), *verbosity],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    (bundle,) = (tmp_path / "exports").iterdir()
+    assert result.stdout.strip() == str(bundle)
+    log = (bundle / "export.log").read_text()
+    assert "torchvision is not installed" in log
+    assert "INFO onnx" in log
+    printed = (result.stdout + result.stderr).splitlines()
+    if verbosity:
+        assert "torchvision is not installed" in result.stderr
+        assert len(printed) > 15
+    else:
+        assert len(printed) < 15, "\n".join(printed)
+        assert "onnx" in result.stderr  # the summary names what was written
+        assert "torchvision" not in result.stderr
+        assert "Warning" not in result.stderr

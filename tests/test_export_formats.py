@@ -19,7 +19,7 @@ from treadle.config import TrainingConfig, TrainingConfigBuilder
 from treadle.export import create_export_bundle, derive_example_inputs, read_manifest
 from treadle.plugins import get_registry
 from treadle.task import TaskSpec
-from treadle.testing.exporters import check_exporter, describe_inputs
+from treadle.testing.exporters import check_bundle_loader, check_exporter, describe_inputs
 
 pytestmark = pytest.mark.slow
 
@@ -184,6 +184,26 @@ def test_exporter_round_trip_matches_on_other_batch_sizes_and_lengths(
 
     errors = check_exporter(
         exporter, model, example, tmp_path, task_spec=task, variants=variants, metadata=metadata
+    )
+
+    assert set(errors) == {describe_inputs(inputs) for inputs in [example, *variants]}
+
+
+@pytest.mark.parametrize("format_name", ["onnx", "torchscript", "torch_export"])
+def test_the_bundle_loader_runs_the_artifact_without_treadle_on_other_shapes(
+    format_name: str, tmp_path: Path
+) -> None:
+    model, task, _ = _built_in("tiny_gpt")
+    variants = _variant_inputs(model, "tiny_gpt", task)
+    example = {name: tensor[:1] for name, tensor in variants[1].items()}
+
+    errors = check_bundle_loader(
+        get_registry("exporters").create(format_name),
+        model,
+        example,
+        tmp_path,
+        task_spec=task,
+        variants=variants,
     )
 
     assert set(errors) == {describe_inputs(inputs) for inputs in [example, *variants]}

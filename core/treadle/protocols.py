@@ -7,16 +7,15 @@ method name fails at registration, naming the plugin, rather than mid-training.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import torch
     from torch.utils.data import Dataset
 
     from treadle.config import TrainingConfig
+    from treadle.export import ExportRequest
     from treadle.task import TaskSpec
 
 __all__ = [
@@ -101,42 +100,39 @@ class MetricLogger(Protocol):
 
 @runtime_checkable
 class Exporter(Protocol):
-    """Writes one artifact format of a model into an export bundle, and loads it back.
+    """Writes one artifact format of a model into an export bundle.
 
-    The registered name is the format's name (``onnx``). The bundle hands every exporter the
-    same shape of model: an ``nn.Module`` in eval mode taking the input tensors positionally,
-    in ``input_names`` order, and returning one tensor (the logits).
+    The registered name is the format's name (``onnx``). Besides the members below, an
+    exporter may have:
+
+    - ``loader``: a :class:`~treadle.export.BundleLoader` naming the standalone module that
+      runs the artifact. It is copied into the bundle, where ``inference.py`` (and the
+      TorchServe handler) run the artifact with it, without treadle; the bundle also verifies
+      the artifact through it right after export.
+    - ``load(path) -> Callable[..., torch.Tensor]``: loads the artifact in this process (with
+      treadle), taking input tensors positionally and returning the output tensor. For formats
+      no standalone code can run (``pytorch`` rebuilds the model through the models
+      registry); used for verification when there is no ``loader``. Raising
+      ``NotImplementedError`` records the artifact as not verified, with the reason.
+
+    With neither, the artifact is written and checked only against its sha256.
 
     :ivar artifact_name: file name inside the bundle's ``artifacts/`` (``model.onnx``).
-    :ivar runtime: how the bundle's standalone ``inference.py`` runs the artifact:
-        ``onnxruntime``, ``torchscript``, ``torch_export``, or ``""`` when it cannot (the
-        artifact is then only checked against its sha256 there).
-    :ivar requirements: pip requirement lines the bundle needs to run the artifact.
+    :ivar runtime: what runs the artifact, for people (``onnxruntime``); ``""`` for none.
+    :ivar requirements: pip requirement lines the bundle needs to run the artifact (its
+        loader's ``imports`` among them).
     """
 
     artifact_name: str
     runtime: str
     requirements: Sequence[str]
 
-    def export(
-        self,
-        model: torch.nn.Module,
-        example_inputs: tuple[torch.Tensor, ...],
-        path: Path,
-        *,
-        input_names: Sequence[str],
-        output_names: Sequence[str],
-        dynamic_axes: Mapping[str, Mapping[int, str]],
-        metadata: Mapping[str, Any],
-    ) -> None:
-        """Write the artifact to ``path``; raise with the cause when the model cannot be
-        exported. ``dynamic_axes`` maps an input or output name to ``{axis: axis_name}``;
-        ``metadata`` holds the bundle's JSON-ready model, task and training descriptions."""
-        ...
-
-    def load(self, path: Path) -> Callable[..., torch.Tensor]:
-        """Load the artifact with this format's own runtime: a callable taking the input
-        tensors positionally and returning the output tensor, on CPU."""
+    def export(self, request: ExportRequest) -> None:
+        """Write the artifact to ``request.path``; raise with the cause when the model cannot
+        be exported. ``request`` (:class:`~treadle.export.ExportRequest`) holds the model
+        (an ``nn.Module`` in eval mode taking the inputs positionally, in
+        ``request.input_names`` order, returning the logits), the example inputs, the dynamic
+        axes and the manifest's metadata; it may gain fields in a minor release."""
         ...
 
 

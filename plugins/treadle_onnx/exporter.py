@@ -1,16 +1,16 @@
 """The ``onnx`` export format: torch 2.13's default (dynamo) ONNX exporter, checked with
-``onnx.checker`` and run back through onnxruntime."""
-
-# treadle.export is imported inside the methods: discovery imports this module via plugin.py.
+``onnx.checker`` and run by onnxruntime, in the bundle through :mod:`treadle_onnx.bundle_loader`."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+from treadle.export import BundleLoader
+
+if TYPE_CHECKING:
+    from treadle.export import ExportRequest
 
 __all__ = ["OnnxExporter"]
 
@@ -29,22 +29,17 @@ class OnnxExporter:
     artifact_name = "model.onnx"
     runtime = "onnxruntime"
     requirements: Sequence[str] = ("onnxruntime>=1.17",)
+    loader = BundleLoader(
+        module="treadle_onnx.bundle_loader", imports=("onnxruntime",), priority=30
+    )
 
     def __init__(self, opset_version: int | None = None) -> None:
         self.opset_version = opset_version
 
-    def export(
-        self,
-        model: torch.nn.Module,
-        example_inputs: tuple[torch.Tensor, ...],
-        path: Path,
-        *,
-        input_names: Sequence[str],
-        output_names: Sequence[str],
-        dynamic_axes: Mapping[str, Mapping[int, str]],
-        metadata: Mapping[str, Any],
-    ) -> None:
+    def export(self, request: ExportRequest) -> None:
         """Export, then check the file with ``onnx.checker.check_model``."""
+        import torch
+
         from treadle.export import ExportError
 
         try:
@@ -55,43 +50,22 @@ class OnnxExporter:
                 f"the 'onnx' format needs onnx and onnxscript: pip install onnx onnxscript ({err})"
             )
             raise ExportError(msg) from err
-        # Axis names as strings: the exporter makes them Dim.DYNAMIC and names the ONNX axes.
-        per_input = tuple(dict(dynamic_axes.get(name, {})) for name in input_names)
-        with warnings.catch_warnings():
+        # No autograd bookkeeping while torch traces twice (capture, decompositions): about 5%
+        # fewer calls for the tiny GPT, and the same file byte for byte (measured).
+        with torch.no_grad(), warnings.catch_warnings():
             # Inputs sharing an axis name (input_ids and attention_mask: "batch") is intended.
             warnings.filterwarnings("ignore", message=r".*axis name: .* will not be used")
             torch.onnx.export(
-                model,
-                example_inputs,
-                str(path),
-                input_names=list(input_names),
-                output_names=list(output_names),
-                dynamic_shapes=(per_input,),
+                request.model,
+                request.example_inputs,
+                str(request.path),
+                input_names=list(request.input_names),
+                output_names=list(request.output_names),
+                # Axis names as strings: the exporter makes them Dim.DYNAMIC and names the axes.
+                dynamic_shapes=request.dynamic_shapes(),
                 opset_version=self.opset_version,
                 external_data=False,
                 dynamo=True,
                 verbose=False,
             )
-        onnx.checker.check_model(str(path), full_check=True)
-
-    def load(self, path: Path) -> Callable[..., torch.Tensor]:
-        """An onnxruntime session on CPU, called with tensors, returning the first output.
-
-        :raises NotImplementedError: onnxruntime is not installed (verification is skipped).
-        """
-        try:
-            import onnxruntime
-        except ImportError as err:
-            msg = 'onnxruntime is not installed: pip install "treadle[onnxruntime]"'
-            raise NotImplementedError(msg) from err
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        names = [node.name for node in session.get_inputs()]
-
-        def run(*tensors: torch.Tensor) -> torch.Tensor:
-            feeds = {
-                name: tensor.detach().cpu().numpy()
-                for name, tensor in zip(names, tensors, strict=True)
-            }
-            return torch.from_numpy(session.run(None, feeds)[0])
-
-        return run
+        onnx.checker.check_model(str(request.path), full_check=True)

@@ -1,8 +1,6 @@
 """The ``pytorch`` export format: the state dict plus a recipe that rebuilds the model with
 a factory of the ``models`` registry. Loads with ``torch.load(..., weights_only=True)``."""
 
-# treadle.export is imported inside the methods: discovery imports this module via plugin.py.
-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -11,14 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from treadle.export import torch_requirement
+
 if TYPE_CHECKING:
+    from treadle.export import ExportRequest
     from treadle.plugins import PluginManager
 
 __all__ = ["FORMAT_TAG", "PyTorchExporter", "load_pytorch_artifact", "rebuild_model"]
 
 FORMAT_TAG = "treadle.pytorch"
 FORMAT_VERSION = 1
-_TORCH_MINOR = ".".join(torch.__version__.split(".")[:2])
 
 
 class PyTorchExporter:
@@ -32,23 +32,11 @@ class PyTorchExporter:
 
     artifact_name = "model.pytorch.pt"
     runtime = ""
-    requirements: Sequence[str] = (f"torch>={_TORCH_MINOR},<3",)
+    requirements: Sequence[str] = (torch_requirement(),)
 
-    def export(
-        self,
-        model: torch.nn.Module,
-        example_inputs: tuple[torch.Tensor, ...],
-        path: Path,
-        *,
-        input_names: Sequence[str],
-        output_names: Sequence[str],
-        dynamic_axes: Mapping[str, Mapping[int, str]],
-        metadata: Mapping[str, Any],
-    ) -> None:
-        from treadle.export import PositionalModel
-
-        inner = model.model if isinstance(model, PositionalModel) else model
-        described = metadata.get("model", {})
+    def export(self, request: ExportRequest) -> None:
+        inner = request.user_model
+        described = request.metadata.get("model", {})
         payload = {
             "format": FORMAT_TAG,
             "format_version": FORMAT_VERSION,
@@ -59,23 +47,24 @@ class PyTorchExporter:
                 "model_class": described.get("class")
                 or f"{type(inner).__module__}.{type(inner).__qualname__}",
                 "model_type": described.get("model_type"),
-                "training_config": metadata.get("training_config"),
-                "task_spec": metadata.get("task_spec"),
-                "input_names": list(input_names),
+                "training_config": request.metadata.get("training_config"),
+                "task_spec": request.metadata.get("task_spec"),
+                "input_names": list(request.input_names),
             },
         }
-        torch.save(payload, str(path))
+        torch.save(payload, str(request.path))
 
     def load(self, path: Path) -> Callable[..., torch.Tensor]:
         """The rebuilt model taking positional inputs.
 
-        :raises NotImplementedError: no registered factory builds the recorded class.
+        :raises NotImplementedError: the model cannot be rebuilt from its recipe (see
+            :func:`rebuild_model`), or the weights do not fit the model rebuilt; the bundle
+            then keeps the artifact with ``verified: false`` and this reason.
         """
         from treadle.export import PositionalModel
 
         payload = _read(path)
-        model = rebuild_model(payload["recipe"])
-        model.load_state_dict(payload["state_dict"])
+        model = _rebuild_with_weights(payload, None)
         positional = PositionalModel(model, tuple(payload["recipe"]["input_names"])).eval()
 
         def run(*tensors: torch.Tensor) -> torch.Tensor:
@@ -94,13 +83,31 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
+def _rebuild_with_weights(
+    payload: Mapping[str, Any], plugin_manager: PluginManager | None
+) -> torch.nn.Module:
+    recipe = payload["recipe"]
+    model = rebuild_model(recipe, plugin_manager)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as err:
+        msg = (
+            f"the weights do not fit the model factory {recipe.get('model_type')!r} builds "
+            f"({err}); load the state dict into a {recipe.get('model_class')} yourself"
+        )
+        raise NotImplementedError(msg) from err
+    return model.eval()
+
+
 def rebuild_model(
     recipe: Mapping[str, Any], plugin_manager: PluginManager | None = None
 ) -> torch.nn.Module:
     """A fresh model built as the recipe says, with its factory's initial weights.
 
     :raises NotImplementedError: the recipe names no registered factory, its configs do not
-        load, or the factory builds another class than the one exported.
+        load, the factory cannot build a model from them (a ``model_type`` that does not fit
+        the task, for a model built by hand), or it builds another class than the one
+        exported.
     """
     from treadle.config import TrainingConfig
     from treadle.errors import TreadleError
@@ -121,7 +128,15 @@ def rebuild_model(
     except (TreadleError, TypeError, KeyError) as err:
         msg = f"the recipe's configs do not load ({err}); cannot rebuild the model"
         raise NotImplementedError(msg) from err
-    model: torch.nn.Module = models.get(model_type)(training_config, task_spec)
+    try:
+        model: torch.nn.Module = models.get(model_type)(training_config, task_spec)
+    except Exception as err:  # a plugin's factory: whatever it raises, the model can't be rebuilt
+        msg = (
+            f"factory {model_type!r} cannot build a model from the recipe "
+            f"({type(err).__name__}: {err}); load the state dict into a "
+            f"{recipe.get('model_class')} yourself"
+        )
+        raise NotImplementedError(msg) from err
     built = f"{type(model).__module__}.{type(model).__qualname__}"
     if built != recipe.get("model_class"):
         msg = (
@@ -138,11 +153,8 @@ def load_pytorch_artifact(
     """Rebuild the model of a ``model.pytorch.pt`` artifact and load its weights (eval mode).
 
     :raises NotImplementedError: the model cannot be rebuilt from its recipe (see
-        :func:`rebuild_model`); ``torch.load(path, weights_only=True)["state_dict"]`` still
-        gives the weights.
+        :func:`rebuild_model`) or the weights do not fit it;
+        ``torch.load(path, weights_only=True)["state_dict"]`` still gives the weights.
     :raises ValueError: the file is not such an artifact.
     """
-    payload = _read(Path(path))
-    model = rebuild_model(payload["recipe"], plugin_manager)
-    model.load_state_dict(payload["state_dict"])
-    return model.eval()
+    return _rebuild_with_weights(_read(Path(path)), plugin_manager)

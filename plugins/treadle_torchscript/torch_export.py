@@ -3,16 +3,15 @@ the successor torch offers to TorchScript."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+from treadle.export import BundleLoader, torch_requirement
+
+if TYPE_CHECKING:
+    from treadle.export import ExportRequest
 
 __all__ = ["TorchExportExporter"]
-
-_TORCH_MINOR = ".".join(torch.__version__.split(".")[:2])
-_NEXT_MINOR = f"{_TORCH_MINOR.split('.')[0]}.{int(_TORCH_MINOR.split('.')[1]) + 1}"
 
 
 class TorchExportExporter:
@@ -24,31 +23,20 @@ class TorchExportExporter:
 
     artifact_name = "model.pt2"
     runtime = "torch_export"
-    requirements: Sequence[str] = (f"torch>={_TORCH_MINOR},<{_NEXT_MINOR}",)
+    requirements: Sequence[str] = (torch_requirement(same_minor=True),)
+    loader = BundleLoader(
+        module="treadle_torchscript.bundle_loader",
+        function="load_torch_export",
+        imports=("torch",),
+        priority=10,
+    )
 
-    def export(
-        self,
-        model: torch.nn.Module,
-        example_inputs: tuple[torch.Tensor, ...],
-        path: Path,
-        *,
-        input_names: Sequence[str],
-        output_names: Sequence[str],
-        dynamic_axes: Mapping[str, Mapping[int, str]],
-        metadata: Mapping[str, Any],
-    ) -> None:
-        per_input = tuple(
-            {axis: torch.export.Dim.DYNAMIC for axis in dynamic_axes.get(name, {})}
-            for name in input_names
+    def export(self, request: ExportRequest) -> None:
+        import torch
+
+        program = torch.export.export(
+            request.model,
+            request.example_inputs,
+            dynamic_shapes=request.dynamic_shapes(torch.export.Dim.DYNAMIC),
         )
-        program = torch.export.export(model, example_inputs, dynamic_shapes=(per_input,))
-        torch.export.save(program, str(path))
-
-    def load(self, path: Path) -> Callable[..., torch.Tensor]:
-        module = torch.export.load(str(path)).module()
-
-        def run(*tensors: torch.Tensor) -> torch.Tensor:
-            result: torch.Tensor = module(*tensors)
-            return result
-
-        return run
+        torch.export.save(program, str(request.path))

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import torch
+from treadle.export import BundleLoader, torch_requirement
+
+if TYPE_CHECKING:
+    from treadle.export import ExportRequest
 
 __all__ = ["TorchScriptExporter"]
 
 logger = logging.getLogger(__name__)
 
-_TORCH_MINOR = ".".join(torch.__version__.split(".")[:2])
 _DEPRECATED = r".*(TorchScript|torch\.jit).*deprecated.*"
 
 
@@ -34,38 +35,25 @@ class TorchScriptExporter:
 
     artifact_name = "model.torchscript.pt"
     runtime = "torchscript"
-    requirements: Sequence[str] = (f"torch>={_TORCH_MINOR},<3",)
+    requirements: Sequence[str] = (torch_requirement(),)
+    loader = BundleLoader(
+        module="treadle_torchscript.bundle_loader",
+        function="load_torchscript",
+        imports=("torch",),
+        priority=20,
+    )
 
-    def export(
-        self,
-        model: torch.nn.Module,
-        example_inputs: tuple[torch.Tensor, ...],
-        path: Path,
-        *,
-        input_names: Sequence[str],
-        output_names: Sequence[str],
-        dynamic_axes: Mapping[str, Mapping[int, str]],
-        metadata: Mapping[str, Any],
-    ) -> None:
+    def export(self, request: ExportRequest) -> None:
+        import torch
+
         with warnings.catch_warnings(record=True) as caught:
             warnings.filterwarnings("ignore", message=_DEPRECATED)
             warnings.simplefilter("always", torch.jit.TracerWarning)  # type: ignore[attr-defined]
             # check_trace re-traces and compares graphs; it fails on fused fast paths that
             # compute the same values, so the values are checked instead (by the bundle).
             traced = torch.jit.trace(  # type: ignore[no-untyped-call]
-                model, example_inputs, check_trace=False
+                request.model, request.example_inputs, check_trace=False
             )
-            torch.jit.save(traced, str(path))
+            torch.jit.save(traced, str(request.path))
         for warning in caught:
             logger.debug("torch.jit.trace: %s", warning.message)
-
-    def load(self, path: Path) -> Callable[..., torch.Tensor]:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_DEPRECATED)
-            module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
-
-        def run(*tensors: torch.Tensor) -> torch.Tensor:
-            result: torch.Tensor = module(*tensors)
-            return result
-
-        return run

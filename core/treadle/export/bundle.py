@@ -7,8 +7,7 @@ import logging
 import os
 import secrets
 import shutil
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,22 +15,22 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from treadle.export import templates
+from treadle.export.artifacts import export_artifacts
 from treadle.export.errors import ExportError
-from treadle.export.files import ARTIFACTS_DIR, as_dict, write_bundle_files
+from treadle.export.files import as_dict, write_bundle_files
 from treadle.export.inputs import (
     OUTPUT_NAME,
     PositionalModel,
     derive_example_inputs,
     dynamic_axes_for,
-    inputs_for_tracing,
     normalize_example_inputs,
 )
+from treadle.export.library_output import EXPORT_LOG, ExportLog
 from treadle.export.manifest import (
     DEFAULT_TOLERANCE,
     MANIFEST_FILE,
     MANIFEST_VERSION,
     jsonable,
-    sha256_of,
     signature_of,
     versions,
 )
@@ -47,8 +46,6 @@ __all__ = ["DEFAULT_FORMATS", "create_export_bundle"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_FORMATS = ("onnx", "torchscript", "pytorch")
-# A long cause (the ONNX exporter's are pages) is cut here in the manifest; the log keeps all.
-_MAX_CAUSE_CHARS = 2000
 
 
 def create_export_bundle(
@@ -60,20 +57,29 @@ def create_export_bundle(
     formats: Sequence[str] = DEFAULT_FORMATS,
     example_inputs: Mapping[str, torch.Tensor] | torch.Tensor | None = None,
     plugin_manager: PluginManager | None = None,
+    *,
+    bundle_name: str | None = None,
+    show_library_output: bool | None = None,
 ) -> Path:
-    """Export ``model`` in each of ``formats`` into a new folder ``output_dir/model_<UTC
-    timestamp>/``, verify every artifact against the model, and return the folder.
+    """Export ``model`` in each of ``formats`` into a new folder of ``output_dir``, verify
+    every artifact against the model, and return the folder.
 
-    The folder holds ``artifacts/`` (one file per format), ``configs/`` (task_spec.json,
-    training_config.json, model_config.json, torchserve_config.json), ``inference.py``,
-    ``handler.py`` and ``config.properties`` for TorchServe, ``Dockerfile``, ``README.md``,
-    ``requirements.txt``, ``sample_request.json`` and ``manifest.json`` (sha256 per artifact,
-    input/output signature, a sample input with the model's outputs for it, versions, and
-    ``status``: ``complete``, or ``partial`` with each failed format's cause under ``errors``).
+    The folder is named after the model and its version when ``config`` carries both as
+    ``name`` and ``version`` (a registry entry: ``tiny-gpt-1.0.0``), else
+    ``model_<UTC timestamp>``; characters other than letters, digits, ``.``, ``_`` and ``-``
+    become ``-`` and long names are cut, so the folder is always a direct child of
+    ``output_dir``. It holds ``artifacts/`` (one file per format), ``loaders/`` (the code that
+    runs them), ``configs/`` (task_spec.json, training_config.json, model_config.json,
+    torchserve_config.json), ``inference.py``, ``handler.py`` and ``config.properties`` for
+    TorchServe, ``Dockerfile``, ``README.md``, ``requirements.txt``, ``sample_request.json``,
+    ``export.log`` (what the export libraries printed) and ``manifest.json`` (sha256 per
+    artifact, input/output signature, a sample input with the model's outputs for it,
+    versions, and ``status``: ``complete``, or ``partial`` with each failed format's cause
+    under ``errors``).
 
     It is built in a hidden sibling folder and renamed into place, so a reader never sees half
-    a bundle. An existing bundle is never overwritten: a name taken within the same second
-    gets a suffix, ``model_<timestamp>_2``.
+    a bundle. An existing bundle is never overwritten: a name already taken (the same version
+    exported again) gets a suffix, ``tiny-gpt-1.0.0_2``, and a warning says so.
 
     :param model: the trained model; called as ``model(**inputs)`` returning logits (a
         tensor, a dict with ``logits``, an object with ``.logits`` or a tuple). Exported on
@@ -88,6 +94,11 @@ def create_export_bundle(
     :param example_inputs: one sample, ``{"input_ids": (1, L) long}`` or ``{"pixel_values":
         (1, C, H, W) float}``; derived from the task when None.
     :param plugin_manager: where exporters are looked up; the global one when None.
+    :param bundle_name: the folder's name instead of the default (made safe the same way).
+    :param show_library_output: also show on stderr what the export libraries print (onnx,
+        onnxscript, torch.export, onnxruntime: Python and C++ output, warnings), which goes to
+        the bundle's ``export.log`` either way; when None, shown if the ``treadle.export``
+        logger is enabled for DEBUG (``treadle -v``).
     :returns: the bundle's folder.
     :raises UnknownNameError: a format is not registered; the message lists those that are.
     :raises ExportError: no format could be written (each cause listed), or the inputs or
@@ -99,6 +110,7 @@ def create_export_bundle(
     names = _check_formats(formats)
     exporters: dict[str, Exporter] = {name: registry.create(name) for name in names}
     _check_artifact_names(exporters)
+    root = _check_output_dir(Path(output_dir))
 
     export_model = _on_cpu(model)
     was_training = export_model.training
@@ -113,29 +125,38 @@ def create_export_bundle(
             raise ExportError(msg)
         dynamic_axes = dynamic_axes_for(task_spec, inputs, logits)
         description = _describe(export_model, config, task_spec, training_config, inputs)
-        root = Path(output_dir)
-        root.mkdir(parents=True, exist_ok=True)
+        _make_output_dir(root)
         # A hidden sibling, so the final rename stays on one file system; mkdir honours umask.
         staging = root / f".model_{secrets.token_hex(8)}.tmp"
         staging.mkdir()
         try:
-            artifacts, errors = _export_all(
-                exporters, positional, inputs, logits, dynamic_axes, description, staging
+            if show_library_output is None:
+                show_library_output = logger.isEnabledFor(logging.DEBUG)
+            log = ExportLog(staging / EXPORT_LOG, echo=show_library_output)
+            artifacts, errors = export_artifacts(
+                exporters, positional, inputs, logits, dynamic_axes, description, staging, log
             )
             manifest = _manifest(description, inputs, logits, dynamic_axes, artifacts, errors)
             write_bundle_files(staging, manifest, exporters, task_spec, training_config, config)
             sync_tree(staging)
-            stem = f"model_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}"
-            bundle = publish(staging, root, stem)
+            bundle = publish(staging, root, bundle_name or _default_name(config))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     finally:
         export_model.train(was_training)
+    library_output = f"{log.captured_lines} lines of library output in {bundle / EXPORT_LOG}"
     if errors:
-        logger.warning("export bundle %s is partial: %s", bundle, "; ".join(errors.values()))
+        logger.warning(
+            "export bundle %s is partial: %s (%s)",
+            bundle,
+            "; ".join(errors.values()),
+            library_output,
+        )
     else:
-        logger.info("export bundle %s written: %s", bundle, ", ".join(artifacts))
+        logger.info(
+            "export bundle %s written: %s (%s)", bundle, ", ".join(artifacts), library_output
+        )
     return bundle
 
 
@@ -160,6 +181,7 @@ def _manifest(
         "tolerance": dict(DEFAULT_TOLERANCE),
         "artifacts": artifacts,
         "errors": errors,
+        "export_log": EXPORT_LOG,
         "versions": versions(),
     }
 
@@ -172,6 +194,37 @@ def _check_formats(formats: Sequence[str]) -> list[str]:
         msg = f"no export formats given; the defaults are {', '.join(DEFAULT_FORMATS)}"
         raise ExportError(msg)
     return names
+
+
+def _default_name(config: Any) -> str:
+    """``<name>-<version>`` when the config names both (a registry entry), else
+    ``model_<UTC timestamp>``."""
+    if isinstance(config, Mapping):
+        name, version = config.get("name"), config.get("version")
+    else:
+        name, version = getattr(config, "name", None), getattr(config, "version", None)
+    if name not in (None, "") and version not in (None, ""):
+        return f"{name}-{version}"
+    return f"model_{datetime.now(UTC).strftime('%Y%m%d_%H%M%S')}"
+
+
+def _check_output_dir(root: Path) -> Path:
+    """``root``, refused at once when it, or the nearest part of it that exists, is a file:
+    before minutes of export, not after."""
+    existing = next((path for path in (root, *root.parents) if path.exists()), None)
+    if existing is not None and not existing.is_dir():
+        what = "is a file" if existing == root else f"lies under a file, {existing}"
+        msg = f"output_dir {str(root)!r} {what}: give a folder for bundles (made if missing)"
+        raise ExportError(msg)
+    return root
+
+
+def _make_output_dir(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a file raced into place, no permission, a read-only disk
+        msg = f"cannot make the output folder {str(root)!r}: {err.strerror or err}"
+        raise ExportError(msg) from err
 
 
 def _check_artifact_names(exporters: Mapping[str, Exporter]) -> None:
@@ -256,96 +309,3 @@ def _describe(
         "training_config": training,
         "task_spec": as_dict(task_spec)[0],
     }
-
-
-def _export_all(
-    exporters: Mapping[str, Exporter],
-    positional: PositionalModel,
-    inputs: Mapping[str, torch.Tensor],
-    logits: torch.Tensor,
-    dynamic_axes: Mapping[str, Mapping[int, str]],
-    description: Mapping[str, Any],
-    staging: Path,
-) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Export and verify each format; a failure is recorded, and the others still run."""
-    directory = staging / ARTIFACTS_DIR
-    directory.mkdir()
-    trace_inputs = inputs_for_tracing(inputs, dynamic_axes)
-    artifacts: dict[str, dict[str, Any]] = {}
-    errors: dict[str, str] = {}
-    for name, exporter in exporters.items():
-        path = directory / exporter.artifact_name
-        started = time.perf_counter()
-        try:
-            exporter.export(
-                positional,
-                trace_inputs,
-                path,
-                input_names=list(inputs),
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=dynamic_axes,
-                metadata=description,
-            )
-            if not path.is_file():
-                msg = f"the exporter returned without writing {path.name}"
-                raise ExportError(msg)
-            export_seconds = time.perf_counter() - started
-            verification = _verify(exporter.load, path, inputs, logits)
-        except Exception as err:  # any failure is this format's, recorded; the others go on
-            cause = f"{type(err).__name__}: {err}".strip()
-            errors[name] = (
-                f"export format {name!r} failed for {type(positional.model).__name__}: "
-                f"{cause[:_MAX_CAUSE_CHARS]}"
-            )
-            logger.warning("%s", errors[name], exc_info=logger.isEnabledFor(logging.DEBUG))
-            _remove_artifact(directory, exporter.artifact_name)
-            continue
-        artifacts[name] = {
-            "file": f"{ARTIFACTS_DIR}/{exporter.artifact_name}",
-            "sha256": sha256_of(path),
-            "bytes": path.stat().st_size,
-            "runtime": exporter.runtime,
-            "requirements": list(exporter.requirements),
-            "export_seconds": round(export_seconds, 3),
-            **verification,
-        }
-    if not artifacts:
-        msg = "no export format succeeded:\n  " + "\n  ".join(errors.values())
-        raise ExportError(msg, errors)
-    return artifacts, errors
-
-
-def _verify(
-    load: Callable[[Path], Callable[..., torch.Tensor]],
-    path: Path,
-    inputs: Mapping[str, torch.Tensor],
-    logits: torch.Tensor,
-) -> dict[str, Any]:
-    """Run the sample through the artifact's own loader; raise ExportError on a mismatch."""
-    try:
-        run = load(path)
-    except NotImplementedError as err:
-        return {"verified": False, "verification": f"not loadable here: {err}"}
-    with torch.no_grad():
-        actual = run(*inputs.values()).detach().cpu()
-    if actual.shape != logits.shape:
-        msg = f"the artifact's output shape {tuple(actual.shape)} is not {tuple(logits.shape)}"
-        raise ExportError(msg)
-    error = float((actual.double() - logits.double()).abs().max()) if logits.numel() else 0.0
-    rtol, atol = DEFAULT_TOLERANCE["rtol"], DEFAULT_TOLERANCE["atol"]
-    if not torch.allclose(actual.double(), logits.double(), rtol=rtol, atol=atol):
-        msg = (
-            f"the artifact's outputs differ from the model's by up to {error:.3g} "
-            f"(tolerance rtol={rtol}, atol={atol})"
-        )
-        raise ExportError(msg)
-    return {"verified": True, "max_abs_error": error}
-
-
-def _remove_artifact(directory: Path, file_name: str) -> None:
-    # An exporter may leave side files (file.data); remove everything carrying its name.
-    for leftover in directory.glob(f"{file_name}*"):
-        if leftover.is_dir():
-            shutil.rmtree(leftover, ignore_errors=True)
-        else:
-            leftover.unlink(missing_ok=True)

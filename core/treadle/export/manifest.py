@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 MANIFEST_FILE = "manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2
 #: How far an artifact's outputs may stray from the eager model's: float32 kernels of another
 #: runtime reorder sums (onnxruntime differs by ~1e-6 on the built-in models, measured).
 DEFAULT_TOLERANCE: dict[str, float] = {"rtol": 1e-4, "atol": 1e-4}

@@ -19,7 +19,6 @@ from typing import Any
 __all__ = [
     "HANDLER_FILE",
     "INFERENCE_FILE",
-    "RUNTIME_PREFERENCE",
     "SAFE_FILE_NAME",
     "SERVED_MODEL_NAME",
     "copy_scripts",
@@ -35,10 +34,8 @@ INFERENCE_FILE = "inference.py"
 HANDLER_FILE = "handler.py"
 #: What TorchServe calls the model; fixed, so no user-given name reaches its config.
 SERVED_MODEL_NAME = "model"
-#: Artifact file names that may appear in the Dockerfile and config.properties.
+#: Artifact and loader file names that may appear in the Dockerfile and config.properties.
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-#: The order inference.py prefers runtimes in (it keeps its own copy: it imports nothing).
-RUNTIME_PREFERENCE = ("onnxruntime", "torchscript", "torch_export")
 
 _TORCHSERVE_PROPERTIES = {
     "inference_address": "http://0.0.0.0:8080",
@@ -89,7 +86,8 @@ Status: **{status}**.
 {failed_section}{torchscript_note}
 `manifest.json` holds each artifact's sha256, the input and output signature, a sample input
 and the outputs the model gave for it. `configs/` holds the task, the training config and the
-TorchServe settings as JSON.
+TorchServe settings as JSON. `loaders/` holds the code that runs each artifact, and
+`export.log` what the export libraries printed while writing them.
 
 ## Predict
 
@@ -99,6 +97,9 @@ python inference.py                       # the manifest's sample input
 python inference.py --input inputs.json   # {{"<input name>": [[...]]}}, names as in manifest.json
 python inference.py --format onnx --output outputs.json
 ```
+
+Before predicting, `inference.py` checks the artifact's sha256 against `manifest.json` and
+refuses a changed file (`--skip-checksum` runs it anyway).
 
 ## Verify the bundle wherever it was copied
 
@@ -140,12 +141,7 @@ loaded with `torch.export.load`): `create_export_bundle(..., formats=[..., "torc
 `treadle export MODEL --formats torch_export`.
 """
 
-_RUNTIME_DESCRIPTIONS = {
-    "onnxruntime": "onnxruntime",
-    "torchscript": "torch.jit.load",
-    "torch_export": "torch.export.load",
-    "": "needs treadle to rebuild the model (sha256 checked only)",
-}
+_NO_LOADER = "no standalone loader: sha256 checked only"
 
 
 def copy_scripts(destination: Path) -> list[Path]:
@@ -160,17 +156,22 @@ def copy_scripts(destination: Path) -> list[Path]:
 
 
 def serving_artifact(artifacts: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """The format TorchServe serves: the first by :data:`RUNTIME_PREFERENCE`, or None."""
-    for runtime in RUNTIME_PREFERENCE:
-        for name, artifact in artifacts.items():
-            if artifact["runtime"] == runtime:
-                return name
-    return None
+    """The format TorchServe serves: among those with a loader, the one of the highest
+    loader priority, the first on a tie (as inference.py chooses); None when none has one."""
+    runnable = [name for name, artifact in artifacts.items() if artifact.get("loader")]
+    if not runnable:
+        return None
+    return max(runnable, key=lambda name: artifacts[name]["loader"]["priority"])
+
+
+def _loader_files(artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    files = [artifact["loader"]["file"] for artifact in artifacts.values() if artifact["loader"]]
+    return list(dict.fromkeys(files))
 
 
 def _archiver_arguments(artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]:
     served = serving_artifact(artifacts) or next(iter(artifacts))
-    extra = [INFERENCE_FILE, "manifest.json"] + [
+    extra = [INFERENCE_FILE, "manifest.json", *_loader_files(artifacts)] + [
         artifact["file"] for name, artifact in artifacts.items() if name != served
     ]
     return [
@@ -192,9 +193,11 @@ def _archiver_arguments(artifacts: Mapping[str, Mapping[str, Any]]) -> list[str]
 
 def _check_file_names(artifacts: Mapping[str, Mapping[str, Any]]) -> None:
     for name, artifact in artifacts.items():
-        if not SAFE_FILE_NAME.match(Path(artifact["file"]).name):
-            msg = f"artifact file name {artifact['file']!r} of format {name!r} is not safe"
-            raise ValueError(msg)
+        loader = [artifact["loader"]["file"]] if artifact["loader"] else []
+        for file in [artifact["file"], *loader]:
+            if not SAFE_FILE_NAME.match(Path(file).name):
+                msg = f"file name {file!r} of format {name!r} is not safe"
+                raise ValueError(msg)
 
 
 def torchserve_config(artifacts: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -234,12 +237,20 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True).replace("`", "\\u0060")
 
 
+def _how_it_runs(artifact: Mapping[str, Any]) -> str:
+    loader = artifact["loader"]
+    if not loader:
+        return _NO_LOADER
+    runtime = f"`{_json(artifact['runtime'])}`" if artifact["runtime"] else "its loader"
+    return f"{runtime} via `{loader['file']}`"
+
+
 def render_readme(manifest: Mapping[str, Any]) -> str:
     """README.md for the bundle described by ``manifest``; names appear JSON-encoded."""
     artifacts = manifest["artifacts"]
     rows = "\n".join(
         f"| {name} | `{artifact['file']}` | `{artifact['sha256'][:16]}…` | "
-        f"{_RUNTIME_DESCRIPTIONS.get(artifact['runtime'], artifact['runtime'])} |"
+        f"{_how_it_runs(artifact)} |"
         for name, artifact in artifacts.items()
     )
     failed = ""

@@ -1,10 +1,11 @@
 """TorchServe handler for a treadle export bundle: ``handle(data, context)``, a module-level
 entry point, so it needs nothing from the ``ts`` package at import.
 
-torch-model-archiver puts this file, inference.py, manifest.json and the artifacts into one
-folder; the handler runs the artifact inference.py would choose. A request body is JSON:
-``{"input_ids": [[1, 2, 3]]}`` (the names of the manifest's signature); the response is
-inference.py's prediction for it.
+torch-model-archiver puts this file, inference.py, manifest.json, the loaders and the artifacts
+into one folder; the handler runs the artifact inference.py would choose, with its loader,
+after checking its sha256 against the manifest (a changed artifact never serves). A
+request body is JSON: ``{"input_ids": [[1, 2, 3]]}`` (the names of the manifest's signature);
+the response is inference.py's prediction for it.
 """
 
 from __future__ import annotations
@@ -35,13 +36,11 @@ def _initialize(context: Any) -> None:
     inference = _import_inference(model_dir)
     manifest = inference.load_manifest(model_dir)
     name = inference.choose_format(manifest, None)
-    artifact = manifest["artifacts"][name]
+    inference.check_sha256(model_dir, name, manifest["artifacts"][name])
     _state.update(
         inference=inference,
         manifest=manifest,
-        run=inference.load_runner(
-            artifact["runtime"], inference.artifact_path(model_dir, artifact["file"])
-        ),
+        run=inference.load_runner(model_dir, name, manifest["artifacts"][name]),
     )
 
 

@@ -6,6 +6,7 @@ from treadle import hookimpl
 from treadle.hookspecs import Register
 from treadle_example.collate import TabularCollator
 from treadle_example.focal import FocalLoss
+from treadle_example.numpy_mlp import NumpyMLPExporter
 
 
 @hookimpl
@@ -16,3 +17,8 @@ def treadle_register_losses(register: Register) -> None:
 @hookimpl
 def treadle_register_collators(register: Register) -> None:
     register("tabular", TabularCollator)
+
+
+@hookimpl
+def treadle_register_exporters(register: Register) -> None:
+    register("numpy_mlp", NumpyMLPExporter)
