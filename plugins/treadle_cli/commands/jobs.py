@@ -48,11 +48,11 @@ class JobsCommand:
     def run(self, args: argparse.Namespace) -> int:
         from treadle.jobs.manager import JobManager
 
+        # read before the store is opened: a bad config must leave no store behind
+        config = read_job_config(args) if args.action == "submit" else {}
         with JobManager(args.location, plugin_manager=args.plugin_manager) as manager:
             if args.action == "submit":
-                job_id = manager.submit_job(
-                    args.job_type, read_job_config(args), args.priority, args.max_retries
-                )
+                job_id = manager.submit_job(args.job_type, config, args.priority, args.max_retries)
                 sys.stdout.write(f"{job_id}\n")
             elif args.action == "list":
                 jobs = manager.list_jobs(args.status, args.job_type, args.limit)

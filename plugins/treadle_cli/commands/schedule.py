@@ -52,12 +52,14 @@ class ScheduleCommand:
     def run(self, args: argparse.Namespace) -> int:
         from treadle.jobs.scheduler import TrainingScheduler
 
+        # read before the store is opened: a bad config must leave no store behind
+        config = read_job_config(args) if args.action == "add" else {}
         with TrainingScheduler(args.location, plugin_manager=args.plugin_manager) as scheduler:
             if args.action == "add":
                 schedule_id = scheduler.create_schedule(
                     args.name,
                     args.job_type,
-                    read_job_config(args),
+                    config,
                     args.schedule_expr,
                     priority=args.priority,
                     timezone=args.timezone,
