@@ -311,7 +311,7 @@ def test_x3_plugins_given_as_a_mapping_is_read_or_refused_naming_the_field() -> 
     with pytest.raises(ConfigError, match=r"'plugins': .*unknown field 'disabel'"):
         TrainingConfig(plugins={"disabel": ["wandb"]})
     with pytest.raises(ConfigError, match=r"'plugins' must be PluginsConfig, got str"):
-        TrainingConfig(plugins="wandb")  # type: ignore[arg-type]
+        TrainingConfig(plugins="wandb")
 
 
 @pytest.mark.parametrize(

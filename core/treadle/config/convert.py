@@ -180,15 +180,15 @@ def _annotated(problems: list[_Problem], sources: Mapping[str, str] | None) -> l
     """Each sentence, followed by where its fields' values came from (a file, a flag)."""
     lines = []
     for fields, sentence in problems:
-        origins = {(sources or {}).get(name) for name in fields} - {None, "default"}
-        if len(origins) == 1:
-            lines.append(f"{sentence} (from {origins.pop()})")
+        origins = {
+            name: (sources or {}).get(name, "default")
+            for name in fields
+            if (sources or {}).get(name, "default") != "default"
+        }
+        if len(set(origins.values())) == 1:
+            lines.append(f"{sentence} (from {next(iter(origins.values()))})")
         elif origins:
-            named = "; ".join(
-                f"{name} from {sources[name]}"  # type: ignore[index]
-                for name in fields
-                if (sources or {}).get(name) not in (None, "default")
-            )
+            named = "; ".join(f"{name} from {origin}" for name, origin in origins.items())
             lines.append(f"{sentence} ({named})")
         else:
             lines.append(sentence)
