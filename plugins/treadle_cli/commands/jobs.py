@@ -28,7 +28,9 @@ class JobsCommand:
         submit = actions.add_parser("submit", help="queue a job")
         submit.add_argument("job_type", help="training, evaluation, export, retraining, ...")
         submit.add_argument("--config", help="the job config as JSON")
-        submit.add_argument("--config-file", type=Path, help="the job config in a JSON file")
+        submit.add_argument(
+            "--config-file", type=Path, help="the job config in a JSON file (TOML when named .toml)"
+        )
         submit.add_argument(
             "--training-preset", help="use this preset as the config's training_config"
         )

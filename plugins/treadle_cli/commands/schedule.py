@@ -32,7 +32,9 @@ class ScheduleCommand:
         add.add_argument("schedule_expr", help="five-field cron, e.g. '0 2 * * *'")
         add.add_argument("--timezone", default="UTC", help="IANA name (default: UTC)")
         add.add_argument("--config", help="the job config as JSON")
-        add.add_argument("--config-file", type=Path, help="the job config in a JSON file")
+        add.add_argument(
+            "--config-file", type=Path, help="the job config in a JSON file (TOML when named .toml)"
+        )
         add.add_argument("--training-preset", help="use this preset as training_config")
         add.add_argument("--priority", type=int, default=5)
         add.add_argument("--max-retries", type=int, default=3)
