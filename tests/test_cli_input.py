@@ -159,3 +159,16 @@ def test_x3_a_job_config_file_is_read_by_the_config_loaders_rules(
 
     assert f"{deep}: data nests deeper than {MAX_JSON_DEPTH} levels" in message
     assert not location.exists()
+
+
+def test_x3_a_set_value_nested_past_the_limit_names_the_limit_and_the_flag(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    deep = "[" * 70 + "]" * 70
+    message = _error(capsys, "train", "--plan", "--set", f"notes={deep}")
+
+    assert message.startswith(
+        f"treadle train: invalid TrainingConfig: data nests deeper than {MAX_JSON_DEPTH} levels "
+        f"at notes[0][0]"
+    )
+    assert message.endswith("(MAX_JSON_DEPTH): write flatter data (from flag --set)\n")

@@ -142,7 +142,16 @@ def structure(
     if not isinstance(data, Mapping) and attrs.has(cls):
         msg = f"{where}expected a mapping of fields for {cls.__name__}, got {type(data).__name__}"
         raise ConfigError(msg)
-    check_values(data, source or cls.__name__)
+    try:
+        check_values(data, source or f"invalid {cls.__name__}")
+    except ConfigError as err:
+        if not sources:
+            raise
+        fields = err.problem_fields[0] if err.problem_fields else ()
+        (line,) = _annotated([(fields, str(err))], sources)
+        error = ConfigError(line)
+        error.problems, error.problem_fields = [line], err.problem_fields
+        raise error from err
     try:
         return _converter.structure(data, cls)
     except ConfigError as err:

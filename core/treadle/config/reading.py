@@ -55,7 +55,7 @@ def _limit_error(source: str, size: int) -> ConfigError:
 
 
 def _depth_error(source: str, where: str) -> ConfigError:
-    place = f" at {_cut(where, 80)}" if where else ""
+    place = f" at {where}" if where else ""
     msg = (
         f"{source}: data nests deeper than {MAX_JSON_DEPTH} levels{place} "
         f"(MAX_JSON_DEPTH): write flatter data"
@@ -143,29 +143,47 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
 def check_values(data: Any, source: str) -> None:
     """Refuse data nesting deeper than :data:`~treadle.store_values.MAX_JSON_DEPTH` levels
     (``{"a": {"b": 1}}`` is 2) or holding NaN or an infinity. Walks without recursion, so any
-    depth is safe to check.
+    depth is safe to check, and spells a value's path only for the message.
 
-    :raises ConfigError: naming ``source`` and the path of the value (``plugins.options.x``).
+    :raises ConfigError: naming ``source`` and the path of the value (``plugins.options.x``);
+        its :attr:`~treadle.errors.ConfigError.problem_fields` holds the top-level key.
     """
-    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    # each entry: the value, and its place as (parent place, key) links, 0 deep at the top
+    stack: list[tuple[Any, _Place | None, int]] = [(data, None, 0)]
     while stack:
-        value, where, depth = stack.pop()
+        value, place, depth = stack.pop()
         if isinstance(value, float) and not math.isfinite(value):
-            msg = (
-                f"{source}: {_cut(where, 80) or 'the value'} is {value}; NaN and infinities are "
-                f"refused"
-            )
-            raise ConfigError(msg)
+            where = _spelled(place) or "the value"
+            error = ConfigError(f"{source}: {where} is {value}; NaN and infinities are refused")
+            raise _about(error, place)
         if isinstance(value, Mapping | list | tuple):
             if depth >= MAX_JSON_DEPTH:
-                raise _depth_error(source, where)
-            if isinstance(value, Mapping):
-                for key, item in value.items():
-                    name = key if isinstance(key, str) else repr(key)
-                    stack.append((item, f"{where}.{name}" if where else name, depth + 1))
-            else:
-                for index, item in enumerate(value):
-                    stack.append((item, f"{where}[{index}]", depth + 1))
+                raise _about(_depth_error(source, _spelled(place)), place)
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            for key, item in items:
+                stack.append((item, (place, key), depth + 1))
+
+
+_Place = tuple[Any, object]
+
+
+def _spelled(place: _Place | None) -> str:
+    """``(((None, "a"), 0), "b")`` as ``a[0].b``, cut to 80 characters."""
+    parts: list[str] = []
+    while place is not None:
+        place, key = place
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return _cut("".join(reversed(parts)).lstrip("."), 80)
+
+
+def _about(error: ConfigError, place: _Place | None) -> ConfigError:
+    """``error`` with the top-level key of ``place`` as its field (to say who set it)."""
+    top = None
+    while place is not None:
+        place, top = place
+    if isinstance(top, str):
+        error.problem_fields = [(top,)]
+    return error
 
 
 #: Suffixes read as YAML elsewhere; treadle refuses them with the reason (see read_config_file).
