@@ -148,20 +148,35 @@ def check_values(data: Any, source: str) -> None:
     :raises ConfigError: naming ``source`` and the path of the value (``plugins.options.x``);
         its :attr:`~treadle.errors.ConfigError.problem_fields` holds the top-level key.
     """
-    # each entry: the value, and its place as (parent place, key) links, 0 deep at the top
-    stack: list[tuple[Any, _Place | None, int]] = [(data, None, 0)]
+    _check_scalar(data, None, source)
+    # each entry: a container, its place as (parent place, key) links, and its depth (top: 0)
+    stack: list[tuple[Any, _Place | None, int]] = []
+    if isinstance(data, Mapping | list | tuple):
+        stack.append((data, None, 0))
     while stack:
-        value, place, depth = stack.pop()
-        if isinstance(value, float) and not math.isfinite(value):
-            where = _spelled(place) or "the value"
-            error = ConfigError(f"{source}: {where} is {value}; NaN and infinities are refused")
-            raise _about(error, place)
-        if isinstance(value, Mapping | list | tuple):
-            if depth >= MAX_JSON_DEPTH:
-                raise _about(_depth_error(source, _spelled(place)), place)
-            items = value.items() if isinstance(value, Mapping) else enumerate(value)
-            for key, item in items:
+        container, place, depth = stack.pop()
+        if depth >= MAX_JSON_DEPTH:
+            raise _about(_depth_error(source, _spelled(place)), place)
+        items = container.items() if isinstance(container, Mapping) else enumerate(container)
+        for key, item in items:
+            kind = type(item)  # most values need no further look: fast for big lists
+            if kind in _PLAIN or (kind is float and math.isfinite(item)):
+                continue
+            if isinstance(item, Mapping | list | tuple):
                 stack.append((item, (place, key), depth + 1))
+            else:
+                _check_scalar(item, (place, key), source)
+
+
+#: Types a value may have that hold nothing to check.
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _check_scalar(value: Any, place: _Place | None, source: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        where = _spelled(place) or "the value"
+        error = ConfigError(f"{source}: {where} is {value}; NaN and infinities are refused")
+        raise _about(error, place)
 
 
 _Place = tuple[Any, object]
