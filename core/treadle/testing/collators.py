@@ -84,7 +84,7 @@ def check_collator(
             rules.fail(
                 "deterministic and pure", f"collating the same samples twice changed {key!r}"
             )
-    if not _same(before, samples):
+    if not same_samples(before, samples):
         rules.fail("deterministic and pure", "the collator changed the samples it was given")
     rules.passes("deterministic and pure")
     for index, sample in enumerate(samples):
@@ -148,14 +148,15 @@ def _batch(
     return batch
 
 
-def _same(left: Any, right: Any) -> bool:
+def same_samples(left: Any, right: Any) -> bool:
+    """Whether two samples (tensors, arrays, mappings, sequences, plain values) are equal."""
     if isinstance(left, torch.Tensor) and isinstance(right, torch.Tensor):
         return left.shape == right.shape and bool(torch.equal(left, right))
     if isinstance(left, Mapping) and isinstance(right, Mapping):
-        return left.keys() == right.keys() and all(_same(left[k], right[k]) for k in left)
+        return left.keys() == right.keys() and all(same_samples(left[k], right[k]) for k in left)
     if isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
         return len(left) == len(right) and all(
-            _same(a, b) for a, b in zip(left, right, strict=True)
+            same_samples(a, b) for a, b in zip(left, right, strict=True)
         )
     if hasattr(left, "__array__") and hasattr(right, "__array__"):  # numpy arrays, PIL images
         import numpy
