@@ -239,6 +239,7 @@ class _ConformanceSession:
         self.config = config
         self.records: list[dict[str, Any]] = []
 
+    @pytest.hookimpl(tryfirst=True)  # before -k and -m deselect
     def pytest_collection_modifyitems(
         self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:

@@ -158,8 +158,8 @@ def check_dataset(
             rules.fail("loads", f"{side} is empty with validation_split={_SPLIT}")
     rules.passes("loads")
 
-    again_train, _ = load(_SPLIT, 0)
-    if len(again_train) != len(train) or not same_samples(again_train[0], train[0]):
+    again_train, again_val = load(_SPLIT, 0)
+    if not _same_split(train, again_train) or not _same_split(val, again_val):
         rules.fail("seeded split", "the same seed gave another split")
     whole, none = load(0.0, 0)
     if none is not None and len(none) != 0:
@@ -188,3 +188,10 @@ def check_dataset(
         sizes=(len(train), len(val)),
     )
     return rules.report()
+
+
+def _same_split(first: Any, second: Any, samples: int = 32) -> bool:
+    """Same length and the same first ``samples`` samples."""
+    if len(first) != len(second):
+        return False
+    return all(same_samples(first[i], second[i]) for i in range(min(samples, len(first))))

@@ -305,12 +305,19 @@ class _LossChecker:
         check = "valid batch"
         batch = self.batch()
         logits = batch.logits.clone().requires_grad_()
-        loss = self.compute(self.strategy_factory(), batch, logits)
+        try:
+            loss = self.compute(self.strategy_factory(), batch, logits)
+        except Exception as err:
+            raise self.fail(
+                check, f"compute_loss on a valid batch raised {type(err).__name__}: {err}"
+            ) from err
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise self.fail(check, f"compute_loss returned {shape}, not a 0-d tensor")
         if not loss.dtype.is_floating_point or not math.isfinite(float(loss.detach())):
             raise self.fail(check, f"the loss is {loss!r}, not a finite float")
+        if not loss.requires_grad:
+            raise self.fail(check, "no gradient reaches the logits (is the loss detached?)")
         loss.backward()  # type: ignore[no-untyped-call]
         gradient = logits.grad
         if gradient is None:

@@ -24,12 +24,12 @@ the ``losses`` registry of ``plugin_manager`` (the installed plugins by default)
 ``trains one step``
     The task's loss on them is finite, its gradient reaches the parameters (finite, not all
     zero), and an optimizer step changes them.
+``eval is deterministic``
+    In eval mode two forward passes give equal outputs (export and validation rely on it).
 ``checkpoint round trip``
     ``state_dict()`` survives ``torch.save`` and ``torch.load(weights_only=True)`` (as
     treadle's checkpoints load) into a new model from the same factory, which then gives the
     same outputs.
-``eval is deterministic``
-    In eval mode two forward passes give equal outputs (export and validation rely on it).
 """
 
 from __future__ import annotations
@@ -58,11 +58,11 @@ RULES = (
         "trains one step",
         "the task's loss is finite, its gradient reaches the parameters, a step changes them",
     ),
+    Rule("eval is deterministic", "two forward passes in eval mode give equal outputs"),
     Rule(
         "checkpoint round trip",
         "state_dict() loads with weights_only=True into a new model giving the same outputs",
     ),
-    Rule("eval is deterministic", "two forward passes in eval mode give equal outputs"),
 )
 
 _BATCH_SIZE = 4
@@ -211,6 +211,8 @@ def check_model_factory(
     before = [parameter.detach().clone() for parameter in parameters]
     optimizer = torch.optim.SGD(parameters, lr=0.1)
     optimizer.zero_grad()
+    if not loss.requires_grad:
+        rules.fail("trains one step", "the loss has no gradient (are the logits detached?)")
     loss.backward()  # type: ignore[no-untyped-call]
     gradients = [parameter.grad for parameter in parameters if parameter.grad is not None]
     if not gradients or not any(bool(gradient.abs().sum() > 0) for gradient in gradients):
@@ -227,6 +229,14 @@ def check_model_factory(
     model.eval()
     with torch.no_grad():
         expected = logits_of(model)
+    with torch.no_grad():
+        second = logits_of(model)
+    if not torch.equal(second, expected):
+        rules.fail(
+            "eval is deterministic",
+            "two forward passes in eval mode differ (dropout or sampling outside training?)",
+        )
+    rules.passes("eval is deterministic")
     buffer = io.BytesIO()
     try:
         torch.save(model.state_dict(), buffer)
@@ -252,14 +262,6 @@ def check_model_factory(
         )
     rules.passes("checkpoint round trip")
 
-    with torch.no_grad():
-        second = logits_of(model)
-    if not torch.equal(second, expected):
-        rules.fail(
-            "eval is deterministic",
-            "two forward passes in eval mode differ (dropout or sampling outside training?)",
-        )
-    rules.passes("eval is deterministic")
     rules.details.update(
         parameters=sum(parameter.numel() for parameter in model.parameters()),
         logits=tuple(expected.shape),

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from treadle.errors import UnknownNameError
@@ -504,21 +504,26 @@ RULES = tuple(rule_of(check) for check in STORE_CHECKS)
 
 
 def check_storage_backend(
-    location: str, plugin_manager: PluginManager | None = None
+    location: str,
+    plugin_manager: PluginManager | None = None,
+    checks: Sequence[StoreCheck] = STORE_CHECKS,
 ) -> ConformanceReport:
-    """Run every check of :data:`STORE_CHECKS` on ``location`` (a URL of the backend's
-    scheme), stopping at the first failure.
+    """Run every check of ``checks`` (default :data:`STORE_CHECKS`) on ``location`` (a URL of
+    the backend's scheme), stopping at the first failure: a broken assertion, or an error
+    the store raised where the contract expects none.
 
     :returns: the report; ``details["location"]`` is the location checked.
     :raises ConformanceError: a rule is broken; the message names it and the location.
     """
     rules = RuleRunner("storage", location, RULES)
-    for check in STORE_CHECKS:
+    for check in checks:
         rule = rule_of(check).name
         try:
             check(location, plugin_manager)
         except AssertionError as error:
             raise rules.error(rule, str(error) or repr(error)) from error
+        except Exception as error:  # a store that raises where the contract expects no error
+            raise rules.error(rule, f"{type(error).__name__}: {error}") from error
         rules.passes(rule)
     rules.details["location"] = location
     return rules.report()
