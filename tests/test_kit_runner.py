@@ -10,10 +10,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from treadle.plugins import make_plugin_manager
+from treadle.registry import KINDS
 from treadle.testing.runner import find_settings, run_conformance
 
 from .conftest import FakeDist
@@ -173,3 +175,81 @@ def test_pytest_treadle_conformance_adds_a_test_per_name_and_a_table(
             "2 passed, 1 failed, 1 skipped",
         ]
     )
+
+
+# -- treadle's own built-ins pass the kit they give third parties -----------------------------
+
+
+def jsonl_steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["step"] for line in lines]
+
+
+def experiment_steps(run_dir: Path) -> list[int]:
+    from treadle.experiments import ExperimentDB
+
+    with ExperimentDB(run_dir / "experiments.db") as db:
+        (run,) = db.find_runs(run_dir=str(run_dir))
+        rows = db.get_metrics(run.run_id, names=["train/batch_loss"])
+        return [int(step) for step in rows["step"]]
+
+
+def _built_in_settings() -> dict[str, Any]:
+    from treadle.config import TrainingConfigBuilder
+    from treadle.task import TaskSpec
+
+    training = {"training_config": TrainingConfigBuilder.quick_prototype().build().to_dict()}
+    refused = {"training_config": {"batch_size": 0}}
+    return {
+        "collators": {
+            "sequence_to_sequence": {
+                "samples": [
+                    {"input_ids": [5, 6, 7], "target_ids": [8, 9]},
+                    {"input_ids": [4], "target_ids": [3, 2, 1]},
+                ],
+                "task": TaskSpec.sequence_to_sequence().to_dict(),
+            }
+        },
+        "loggers": {
+            "jsonl": {"read_steps": "tests.test_kit_runner:jsonl_steps"},
+            "experiment": {"read_steps": "tests.test_kit_runner:experiment_steps"},
+        },
+        "storage": {"sqlite": {"location": "sqlite:///{tmp}/store.db"}},
+        "job_types": {
+            "training": {"config": training, "bad_config": refused, "run": False},
+            "retraining": {"config": training, "bad_config": refused, "run": False},
+            "evaluation": {
+                "config": {"model": "tiny:1.0.0"},
+                "bad_config": {"model": "tiny:1.0.0", "overrides": [1]},
+                "run": False,
+            },
+            "export": {
+                "config": {"model": 1, "formats": ["onnx"]},
+                "bad_config": {"model": 1, "formats": "onnx"},
+                "run": False,
+            },
+        },
+        "commands": {"plugins": {"argv": ["--json"]}},
+    }
+
+
+@pytest.mark.slow  # every built-in model, data set and command: about 30 s
+def test_treadle_s_own_built_ins_pass_the_kit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kinds = [kind for kind in KINDS if kind != "exporters"]  # test_export_formats checks them
+    run = run_conformance("treadle", settings=_built_in_settings(), workdir=tmp_path, kinds=kinds)
+
+    failed = [f"{r.case.id}: {r.message}" for r in run.results if r.outcome == "failed"]
+    assert run.ok, "\n".join(failed)
+    outcomes = {result.case.id: result.outcome for result in run.results}
+    assert {case for case, outcome in outcomes.items() if outcome == "skipped"} == {
+        "storage:postgres",  # needs a server: tests/test_postgres_storage.py runs the checks
+        "storage:postgresql",
+    }
+    resumed = {
+        result.case.name: result.report.details["steps"]
+        for result in run.results
+        if result.case.kind == "loggers" and result.report and "steps" in result.report.details
+    }
+    assert resumed == {"jsonl": list(range(1, 9)), "experiment": list(range(1, 9))}

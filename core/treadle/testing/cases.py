@@ -79,6 +79,7 @@ SETTINGS: dict[str, dict[str, str]] = {
     "datasets": {
         "options": "keyword options for load",
         "config": "TrainingConfig fields given to default_task",
+        "task": "a TaskSpec table to load with instead of the default task",
     },
 }
 
@@ -485,10 +486,13 @@ def _check_dataset(
         if "config" in settings
         else None
     )
+    from treadle.task import TaskSpec
+
     return check_dataset(
         registered,
         name=name,
         training_config=config,
+        task_spec=TaskSpec.from_dict(settings["task"]) if "task" in settings else None,
         options=settings.get("options"),
         plugin_manager=manager,
     )

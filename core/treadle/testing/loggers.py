@@ -125,7 +125,7 @@ def check_logger(
         sees them (for a sink outside the folder, read your test server); None skips the
         resume rule.
     :param training_config: given to the logger (default: ``TrainingConfig`` with
-        ``checkpoint_dir=run_dir``, no experiment store and no W&B).
+        ``checkpoint_dir=run_dir`` and ``experiment_location`` ``run_dir/experiments.db``).
     :param name: the logger's registered name, for messages.
     :returns: the report; ``details["steps"]``: what ``read_steps`` read, when given.
     :raises ConformanceError: a rule is broken; the message names it.
@@ -142,7 +142,9 @@ def check_logger(
     run_dir.mkdir(parents=True, exist_ok=True)
     if training_config is None:
         training_config = TrainingConfig(
-            checkpoint_dir=str(run_dir), experiment_location=None, loggers=()
+            checkpoint_dir=str(run_dir),
+            experiment_location=str(run_dir / "experiments.db"),
+            loggers=(),
         )
     subject = f"{name} ({getattr(logger_factory, '__qualname__', repr(logger_factory))})"
     rules = RuleRunner("loggers", subject, RULES)
