@@ -106,8 +106,8 @@ def _normalized(name: str) -> str:
 def discover_cases(distribution: str, plugin_manager: PluginManager) -> list[ConformanceCase]:
     """Every name ``distribution`` registers through ``plugin_manager``, by kind then name.
 
-    :raises ValueError: the distribution is not installed, or declares no ``treadle`` entry
-        point; the message says how to install it.
+    :raises ValueError: the distribution is not installed, declares no ``treadle`` entry
+        point, or the installed plugins clash or fail to load; the message says what to do.
     """
     from treadle.registry import KINDS
 
@@ -126,9 +126,16 @@ def discover_cases(distribution: str, plugin_manager: PluginManager) -> list[Con
             f"[project.entry-points.treadle] to its pyproject.toml and reinstall it"
         )
         raise ValueError(msg)
+    from treadle.errors import TreadleError
+
     cases = []
     for kind in KINDS:
-        for entry in plugin_manager.registry(kind).entries():
+        try:
+            entries = plugin_manager.registry(kind).entries()
+        except TreadleError as err:  # a clash or a broken plugin: nothing can be checked
+            msg = f"the installed plugins cannot be loaded: {err}"
+            raise ValueError(msg) from err
+        for entry in entries:
             owner = entry.provenance.distribution
             if owner is not None and _normalized(owner) == wanted:
                 cases.append(ConformanceCase(kind, entry.name, str(entry.provenance)))
