@@ -150,6 +150,7 @@ def run_case(
 ) -> ConformanceResult:
     """Check one name with its kind's checker; never raises for a broken plugin."""
     started = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
 
     def result(outcome: str, **fields: Any) -> ConformanceResult:
         return ConformanceResult(case, outcome, time.perf_counter() - started, **fields)
