@@ -265,7 +265,7 @@ class _ConformanceSession:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         for key, value in report.user_properties:
-            if key == _RESULT_PROPERTY and report.when == "call":
+            if key == _RESULT_PROPERTY and report.when == "call" and isinstance(value, dict):
                 self.records.append(value)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

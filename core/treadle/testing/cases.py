@@ -144,7 +144,7 @@ def _check_loss(
             raise NotConfigured(msg)
     return check_loss_strategy(
         factory,
-        layout,
+        layout,  # type: ignore[arg-type]  # one of LOSS_LAYOUTS: checked there
         ignore_index=ignore_index,
         all_masked=settings.get("all_masked", "either"),
     )

@@ -87,7 +87,8 @@ def make_model_batch(
         msg = "make_model_batch makes no sequence-to-sequence batch: pass batch= to the check"
         raise ValueError(msg)
     if task_spec.modality == "text":
-        length = max(2, min(16, task_spec.max_seq_len, training_config.max_seq_len))
+        task_length = task_spec.max_seq_len or training_config.max_seq_len
+        length = max(2, min(16, task_length, training_config.max_seq_len))
         vocab = max(4, min(training_config.vocab_size, 259))
         ids = torch.randint(3, vocab, (batch_size, length), generator=generator)
         lengths = torch.tensor([length - (row % 3) for row in range(batch_size)])
