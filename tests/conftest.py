@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -23,6 +24,20 @@ os.environ.update(
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+#: The rows of the promises table (shared/RELIABILITY.md): C1..C6, J1..J9, S1..S4, D1, D2, R1,
+#: R2, X1..X5, L1, L2. tests/test_reliability_rows.py checks that each has a test naming it.
+RELIABILITY_ROW = re.compile(r"\b(C[1-6]|J[1-9]|S[1-4]|D[12]|R[12]|X[1-5]|L[12])\b")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A RELIABILITY row named in a test's docstring selects it too: ``pytest -k S2`` runs the
+    tests whose name or docstring names S2 (``-k`` alone matches names only)."""
+    for item in items:
+        function = getattr(item, "function", None)
+        doc = getattr(function, "__doc__", None) or ""
+        item.extra_keyword_matches.update(RELIABILITY_ROW.findall(doc))
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from treadle.config import PRESETS, PluginsConfig, TrainingConfig, TrainingConfigBuilder
+from treadle.config.reading import read_config_file
 from treadle.errors import ConfigError
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
@@ -125,10 +127,19 @@ def test_builder_refuses_unknown_fields() -> None:
 
 
 def test_an_intermediate_inconsistent_builder_is_fine_until_build() -> None:
-    builder = TrainingConfigBuilder().with_model(d_model=100, num_heads=3)
-    with pytest.raises(ConfigError, match="divisible"):
+    builder = TrainingConfigBuilder().with_options(
+        gradient_norm_warning=5.0, gradient_norm_critical=1.0
+    )
+    with pytest.raises(ConfigError, match="must be >= 'gradient_norm_warning'"):
         builder.build()
-    assert builder.with_model(d_model=99).build().d_model == 99
+    assert builder.with_options(gradient_norm_critical=6.0).build().gradient_norm_critical == 6.0
+
+
+def test_model_sizes_that_fit_no_built_in_model_are_the_factorys_to_refuse() -> None:
+    """Issue 18: a custom model_type takes any sizes; tiny_gpt's own factory checks its."""
+    custom = TrainingConfig(model_type="custom", d_model=32, num_heads=12)
+    assert (custom.d_model, custom.num_heads) == (32, 12)
+    assert TrainingConfig(d_model=100, num_heads=3).d_model == 100  # tiny_gpt: its factory
 
 
 @pytest.mark.parametrize(
@@ -157,7 +168,6 @@ def test_an_intermediate_inconsistent_builder_is_fine_until_build() -> None:
         ({"batch_size": "4"}, "'batch_size' must be int, got str"),
         ({"use_amp": "yes"}, "'use_amp' must be bool, got str"),
         ({"loggers": ("console", "")}, "'loggers' holds empty or padded names"),
-        ({"d_model": 100, "num_heads": 3}, "'d_model' (100) must be divisible by 'num_heads' (3)"),
         ({"keep_best_k": 0, "keep_last_n": 0}, "every checkpoint would be deleted"),
         ({"strategy": "ddp", "devices": 1}, "'strategy' 'ddp' needs 'devices' >= 2"),
         (
@@ -229,9 +239,11 @@ def test_wrong_types_name_the_field_and_are_not_coerced(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         TrainingConfig.load(path)
     message = str(caught.value)
-    assert "$.batch_size" in message
-    assert "$.epochs" in message
-    assert "$.use_amp" in message
+    # issue 15: the field's path in words, not cattrs' "@ $.batch_size"
+    assert "field 'batch_size': expected an integer, got str '4'" in message
+    assert "field 'epochs': expected an integer, got float 2.5" in message
+    assert "field 'use_amp': expected true or false, got int 1" in message
+    assert "$" not in message
 
 
 def test_nested_plugin_options_errors_give_the_path(tmp_path: Path) -> None:
@@ -239,8 +251,9 @@ def test_nested_plugin_options_errors_give_the_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         TrainingConfig.load(path)
     message = str(caught.value)
-    assert "$.plugins.disable" in message  # cattrs >= 24 adds the index: [0]
+    assert "field 'plugins.disable[0]': expected a string, got int 3" in message
     assert "'requires' (did you mean 'require'?)" in message
+    assert "$" not in message
 
 
 def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
@@ -261,7 +274,7 @@ def test_toml_files_load_and_their_nan_is_refused(tmp_path: Path) -> None:
     config = TrainingConfig.load(good)
     assert (config.epochs, config.plugins.disable) == (3, ("wandb",))
     bad = write(tmp_path, "bad.toml", "learning_rate = nan\n")
-    with pytest.raises(ConfigError, match=r"\$\.learning_rate"):
+    with pytest.raises(ConfigError, match=r"bad.toml: learning_rate is nan; NaN and infinities"):
         TrainingConfig.load(bad)
 
 
@@ -286,3 +299,121 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
 def test_config_hash_is_stable_and_sensitive() -> None:
     assert TrainingConfig().config_hash() == TrainingConfig().config_hash()
     assert TrainingConfig().config_hash() != TrainingConfig(epochs=11).config_hash()
+
+
+# -- hostile and careless input (RELIABILITY X3, issues 14, 15 and 18) ---------------------------
+
+
+def test_x3_plugins_given_as_a_mapping_is_read_or_refused_naming_the_field() -> None:
+    """Issue 18: a dict where PluginsConfig belongs raised attrs' NotAnAttrsClassError."""
+    config = TrainingConfig(plugins={"disable": ["wandb"], "options": {"wandb": {"mode": "x"}}})
+    assert config.plugins == PluginsConfig(disable=("wandb",), options={"wandb": {"mode": "x"}})
+    with pytest.raises(ConfigError, match=r"'plugins': .*unknown field 'disabel'"):
+        TrainingConfig(plugins={"disabel": ["wandb"]})
+    with pytest.raises(ConfigError, match=r"'plugins' must be PluginsConfig, got str"):
+        TrainingConfig(plugins="wandb")
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"loggers": "console"}, "field 'loggers': expected a list, got str 'console'"),
+        ({"plugins": {"disable": "wandb"}}, "field 'plugins.disable': expected a list, got str"),
+        ({"adam_betas": [0.9]}, "field 'adam_betas': expected a list of 2 items, got 1"),
+    ],
+)
+def test_x3_a_string_where_a_list_belongs_is_refused_not_split_into_letters(
+    data: dict[str, Any], expected: str
+) -> None:
+    """cattrs' own hook turned ``"console"`` into ``("c", "o", "n", ...)``."""
+    with pytest.raises(ConfigError) as caught:
+        TrainingConfig.from_dict(data)
+    assert expected in str(caught.value)
+
+
+def test_x3_each_problem_names_the_file_or_flag_that_set_the_field(tmp_path: Path) -> None:
+    """Issue 15: problems say where each value came from, in words, without cattrs' ``@ $``."""
+    from treadle.run_setup import resolve_config
+
+    path = write(tmp_path, "c.json", '{"epochs": "3", "keep_best_k": 0}')
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(None, path, ["keep_last_n=0"], {"batch_size": 0})
+    assert str(caught.value) == (
+        f"invalid TrainingConfig: field 'epochs': expected an integer, got str '3' "
+        f"(from file {path})"
+    )
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(None, path, ["epochs=3", "warmup_ratio=2.0"], {"batch_size": 0})
+    message = str(caught.value)
+    assert message.startswith("invalid TrainingConfig (2 problems):")
+    assert "'batch_size' must be >= 1: 0 (from field batch_size)" in message
+    assert "'warmup_ratio' must lie in [0, 1): 2.0 (from override)" in message
+    assert "$" not in message
+    with pytest.raises(ConfigError) as caught:
+        resolve_config(None, path, ["keep_last_n=0", "epochs=3"])
+    assert str(caught.value).endswith(
+        f"keep at least one (keep_best_k from file {path}; keep_last_n from override)"
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"plugins": {"options": {"x": {"y": json.loads("[" * 200 + "]" * 200)}}}},
+        {"notes": json.loads("[" * 900 + "]" * 900)},
+    ],
+)
+def test_x3_data_nesting_past_the_limit_is_refused_however_it_arrives(data: Any) -> None:
+    with pytest.raises(ConfigError, match=r"nests deeper than 64 levels .*\(MAX_JSON_DEPTH\)"):
+        TrainingConfig.from_dict(data)
+
+
+def test_x3_a_long_value_in_a_message_is_cut() -> None:
+    with pytest.raises(ConfigError) as caught:
+        TrainingConfig.from_dict({"epochs": "9" * 1_000_000})
+    assert len(str(caught.value)) < 300
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        ("c.toml", ".".join(["a"] * 100_000) + " = 1\n", "the dotted key a.a.a"),
+        ("c.toml", "[" + ".".join(["t"] * 70) + "]\nx = 1\n", "the dotted key t.t.t"),
+        ("c.toml", "a = " + "[" * 3000 + "]" * 3000 + "\n", "(MAX_JSON_DEPTH)"),
+        ("c.json", '{"a": ' + "[" * 65 + "]" * 65 + "}", "at a[0][0][0]"),
+        ("c.json", "[" * 100_000, "(MAX_JSON_DEPTH)"),
+    ],
+)
+def test_x3_deep_files_are_refused_naming_the_file_and_the_limit(
+    tmp_path: Path, name: str, content: str, expected: str
+) -> None:
+    path = write(tmp_path, name, content)
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        read_config_file(path)
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert message.startswith(f"{path}: data nests deeper than 64 levels")
+    assert expected in message
+
+
+def test_x3_dots_in_toml_strings_and_comments_are_no_keys(tmp_path: Path) -> None:
+    dots = ".".join(["v"] * 100)
+    path = write(
+        tmp_path, "c.toml", f'notes = "{dots}"\n# {dots}\nrun_name = \'{dots}\'\n"a.b" = 1\n'
+    )
+    assert read_config_file(path)["notes"] == dots
+
+
+def test_x3_a_non_utf8_file_is_named_with_the_byte_offset(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_bytes('{"notes": "caf\u00e9"}'.encode("cp1252"))
+    with pytest.raises(ConfigError, match=r"c.json: not UTF-8 text \(byte 0xe9 at byte offset 14"):
+        read_config_file(path)
+
+
+def test_x3_a_large_integer_and_an_overflowing_float_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="has 5000 digits"):
+        read_config_file(write(tmp_path, "a.json", '{"epochs": ' + "9" * 5000 + "}"))
+    with pytest.raises(ConfigError, match=r"learning_rate is inf; NaN and infinities"):
+        read_config_file(write(tmp_path, "b.json", '{"learning_rate": 1e999}'))

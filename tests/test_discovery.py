@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_an_installed_plugin_is_found_with_its_distribution_and_version(
     assert str(entry.provenance) == "acme: acme-treadle 1.2.0"
 
 
-def test_a_plugin_that_fails_to_import_stops_start_up_naming_it_and_the_fix(
+def test_x4_a_plugin_that_fails_to_import_stops_start_up_naming_it_and_the_fix(
     fake_plugin_dist: FakeDist,
 ) -> None:
     fake_plugin_dist(
@@ -87,18 +88,53 @@ def test_non_strict_discovery_records_a_broken_plugin_and_loads_the_rest(
     assert "acme_mean" in manager.registry("losses")
 
 
-def test_a_disabled_plugin_is_never_imported(
-    fake_plugin_dist: FakeDist, monkeypatch: pytest.MonkeyPatch
+def test_x4_a_disabled_plugin_is_never_imported(
+    fake_plugin_dist: FakeDist, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """RELIABILITY X4: plugin loading disabled imports nothing; an unknown name in the
+    variable is one treadle warning listing the installed plugins (issue 14: it was a Python
+    UserWarning with a source line)."""
     fake_plugin_dist(
         "broken-treadle", "0.1.0", {"broken": "broken_treadle"}, {"broken_treadle": BROKEN}
     )
     monkeypatch.setenv("TREADLE_DISABLE_PLUGINS", "broken, other")
-    with pytest.warns(UserWarning, match="Cannot disable unknown plugin 'other'"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         manager = make_plugin_manager()
     assert "broken_treadle" not in sys.modules
     infos = {info.name: info for info in manager.plugin_infos()}
     assert infos["broken"].status == "disabled"
+    (record,) = [r for r in caplog.records if "Cannot disable" in r.getMessage()]
+    assert record.levelname == "WARNING"
+    assert record.name == "treadle.plugins"
+    message = record.getMessage()
+    assert message.startswith(
+        "Cannot disable unknown plugin 'other' (TREADLE_DISABLE_PLUGINS or plugins.disable). "
+        "Installed plugins: "
+    )
+    assert "broken, " in message
+    assert "\n" not in message
+
+
+def test_x4_an_unknown_name_to_disable_is_one_line_on_the_command_line(tmp_path: Path) -> None:
+    """The command line shows the warning as one line: no source line, no Python category."""
+    result = subprocess.run(
+        [sys.executable, "-m", "treadle", "plugins"],
+        env={**os.environ, "TREADLE_DISABLE_PLUGINS": "wandbb"},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [
+        "WARNING treadle.plugins: Cannot disable unknown plugin 'wandbb' (TREADLE_DISABLE_PLUGINS "
+        "or plugins.disable). Did you mean 'wandb'? Installed plugins: "
+        + ", ".join(sorted(info.name for info in make_plugin_manager().plugin_infos()))
+        + "."
+    ]
 
 
 def test_a_lookup_whose_provider_is_disabled_says_so(fake_plugin_dist: FakeDist) -> None:

@@ -348,6 +348,19 @@ def test_tiny_gpt_refuses_a_task_longer_than_the_config(plugin_manager: PluginMa
         _build(plugin_manager, "tiny_gpt", task)
 
 
+def test_tiny_gpt_sizes_are_checked_by_its_factory_not_by_the_config(
+    plugin_manager: PluginManager,
+) -> None:
+    """Issue 18: TrainingConfig takes d_model 32 with 12 heads (a custom model may use them);
+    the tiny_gpt factory refuses them, naming itself and the fix, before any weights exist."""
+    task = TaskSpec.language_modeling(max_seq_len=LENGTH)
+
+    with pytest.raises(ConfigError, match=r"tiny_gpt: .*d_model \(32\) must be divisible by "):
+        _build(plugin_manager, "tiny_gpt", task, d_model=32, num_heads=12)
+    mlp = _build(plugin_manager, "mlp_classifier", _text_task(), d_model=32, num_heads=12)
+    assert isinstance(mlp, MLPClassifier), "heads mean nothing to an MLP: its sizes are fine"
+
+
 def test_a_pad_id_outside_the_vocabulary_is_refused(plugin_manager: PluginManager) -> None:
     task = TaskSpec.language_modeling(max_seq_len=LENGTH, pad_token_id=VOCAB)
 

@@ -92,6 +92,7 @@ def _next_fire(scheduler: TrainingScheduler, schedule_id: int) -> float:
 def test_a_bad_expression_is_refused_at_creation_and_quoted(
     scheduler: TrainingScheduler, expression: str, reason: str
 ) -> None:
+    """RELIABILITY S3: a bad expression is refused at creation, quoted."""
     with pytest.raises(ConfigError, match=reason) as caught:
         _daily(scheduler, schedule_expr=expression)
     if expression:
@@ -102,6 +103,7 @@ def test_a_bad_expression_is_refused_at_creation_and_quoted(
 def test_unknown_zones_types_names_and_duplicates_are_refused(
     scheduler: TrainingScheduler,
 ) -> None:
+    """RELIABILITY S3: an unknown time zone is refused at creation."""
     with pytest.raises(ConfigError, match="Unknown time zone 'Mars/Olympus'"):
         _daily(scheduler, timezone="Mars/Olympus")
     with pytest.raises(ConfigError, match="Unknown time zone 'utc'"):
@@ -210,6 +212,7 @@ def _walk(
 def test_a_schedule_in_a_skipped_hour_fires_once_on_the_spring_forward_day(
     scheduler: TrainingScheduler,
 ) -> None:
+    """RELIABILITY S2: once per local day across the spring-forward change."""
     # New York springs forward on 2099-03-08 at 02:00: 02:30 does not exist that day
     _daily(scheduler, schedule_expr="30 2 * * *", timezone="America/New_York")
     fired = _walk(
@@ -225,6 +228,7 @@ def test_a_schedule_in_a_skipped_hour_fires_once_on_the_spring_forward_day(
 def test_a_schedule_in_a_repeated_hour_fires_once_on_the_fall_back_day(
     scheduler: TrainingScheduler,
 ) -> None:
+    """RELIABILITY S2: once per local day across the fall-back change."""
     # New York falls back on 2099-11-01 at 02:00: 01:30 happens twice (croniter fires twice)
     _daily(scheduler, schedule_expr="30 1 * * *", timezone="America/New_York")
     fired = _walk(
@@ -240,6 +244,7 @@ def test_a_schedule_in_a_repeated_hour_fires_once_on_the_fall_back_day(
 
 
 def test_hourly_fire_times_across_both_changes_are_never_doubled() -> None:
+    """RELIABILITY S2: no fire time doubled across either change."""
     cron = CronSchedule("*/30 * * * *", "America/New_York")
     for start in (
         datetime(2099, 3, 7, 12, tzinfo=NEW_YORK),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -79,6 +80,10 @@ def test_the_logger_sends_metrics_and_clamps_replayed_steps(tmp_path: Path) -> N
     logger.log_metrics({"train/batch_loss": 0.25}, step=4)  # replayed after a resume
     assert logger._last_step == 10
     logger.close()
+    # run.finish() only asks W&B's service to close the run; the service writes the run file
+    # (buffered in blocks) when it does. teardown() waits for the service to exit, so for every
+    # run it had. Reading before that saw only the 7-byte header under load (issue 14).
+    wandb.teardown()
     (history,) = (tmp_path / "wandb").glob("offline-run-*/*.wandb")
     assert b"train/batch_loss" in history.read_bytes(), "the metrics reached W&B's run file"
     logger.close()  # twice is harmless
@@ -106,3 +111,60 @@ def test_wandb_project_switches_the_logger_on_through_the_plugin(tmp_path: Path)
     assert configure_run(manager, small_config(tmp_path)).logger_names == []
     switched_on = small_config(tmp_path, wandb_project="p")
     assert configure_run(manager, switched_on).logger_names == ["wandb"]
+
+
+@pytest.fixture
+def _no_wandb_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Online mode, no API key anywhere W&B looks, no terminal to prompt on."""
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+@pytest.mark.usefixtures("_no_wandb_credentials")
+@pytest.mark.parametrize("build", ["logger", "MetricsEngine", "MetricsTracker"])
+def test_without_credentials_treadle_says_to_log_in_or_log_offline(
+    tmp_path: Path, build: str
+) -> None:
+    """Issue 14: wandb's UsageError came from deep inside its login; treadle's ConfigError
+    says what to do, when the logger is built (before any training)."""
+    from treadle.engine.metrics import MetricsEngine
+    from treadle.engine.tracker import MetricsTracker
+    from treadle_wandb import WandbLogger
+
+    config = small_config(tmp_path, wandb_project="p")
+    builders: dict[str, Callable[[], object]] = {
+        "logger": lambda: WandbLogger(config, run_dir=tmp_path),
+        "MetricsEngine": lambda: MetricsEngine(
+            use_wandb=True, training_config=config, plugin_manager=_manager()
+        ),
+        "MetricsTracker": lambda: MetricsTracker(
+            use_wandb=True, training_config=config, plugin_manager=_manager()
+        ),
+    }
+    with pytest.raises(ConfigError) as caught:
+        builders[build]()
+    message = str(caught.value)
+    assert message.startswith("The 'wandb' logger cannot start a W&B run: UsageError: ")
+    assert "`wandb login`" in message
+    assert "WANDB_MODE=offline" in message
+    assert isinstance(caught.value.__cause__, wandb.errors.Error)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"mode": "offlien"}, "mode must be one of online, offline, disabled: 'offlien'"),
+        ({"tags": "a,b"}, "tags must be a list of strings: 'a,b'"),
+        ({"entity": 3}, "entity must be a string: 3"),
+    ],
+)
+def test_ill_typed_options_are_refused_naming_the_option(
+    tmp_path: Path, options: dict[str, object], expected: str
+) -> None:
+    from treadle_wandb import WandbLogger
+
+    config = attrs.evolve(small_config(tmp_path), plugins=PluginsConfig(options={"wandb": options}))
+    with pytest.raises(ConfigError, match=f"plugins.options.wandb.{expected}"):
+        WandbLogger(config, run_dir=tmp_path)

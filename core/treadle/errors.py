@@ -24,13 +24,17 @@ class ConfigError(TreadleError, ValueError):
     """A configuration value, file or combination is invalid; the message lists every problem.
 
     :ivar problems: the problems, one sentence each, when the error lists several.
+    :ivar problem_fields: for each of ``problems``, when known, the names of the top-level
+        config fields it is about (so a message can say which file or flag set them).
     """
 
     problems: list[str]
+    problem_fields: list[tuple[str, ...]]
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         self.problems = []
+        self.problem_fields = []
 
 
 class PluginError(TreadleError):

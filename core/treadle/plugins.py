@@ -10,11 +10,11 @@ start-up fails naming it (``strict``), while ``treadle plugins`` lists it as bro
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -169,13 +169,19 @@ class PluginManager(pluggy.PluginManager):
                 for e in same
             ):
                 same.append(entry_point)
-        known = set(by_name)
+        known = sorted(by_name)
         for name in self.disabled:
-            if name not in known:
-                warnings.warn(
-                    f"Cannot disable unknown plugin {name!r}; installed plugins: "
-                    f"{', '.join(sorted(known)) or 'none'}.",
-                    stacklevel=3,
+            if name not in by_name:
+                # a setting, not the caller's code: one log line (`treadle` prints it as one
+                # line; Python's last-resort handler too), not a UserWarning with a source line
+                close = difflib.get_close_matches(name, known, n=1)
+                logger.warning(
+                    "Cannot disable unknown plugin %r (%s or plugins.disable).%s Installed "
+                    "plugins: %s.",
+                    name,
+                    DISABLE_ENV,
+                    f" Did you mean {close[0]!r}?" if close else "",
+                    ", ".join(known) or "none",
                 )
         # sorted: entry points come in directory order, and registration order decides
         # which clashing name is "later" and the order hooks are called in

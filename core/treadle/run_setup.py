@@ -69,7 +69,7 @@ def parse_override(text: str, label: str = "override") -> tuple[str, Any]:
         raise ConfigError(msg)
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # nested past the parser's depth: text
         value = raw
     if isinstance(value, list):
         value = tuple(value)
@@ -136,7 +136,7 @@ def resolve_config(
         if value is not None:
             layer({key: value}, field_label(key))
     base = TrainingConfig().to_dict()
-    config = TrainingConfig.from_dict({**base, **values}, source=origin)
+    config = TrainingConfig.from_dict({**base, **values}, source=origin, sources=sources)
     all_sources = {name: sources.get(name, "default") for name in base}
     return ResolvedConfig(config, all_sources)
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,6 @@ def resolve_arguments(args: argparse.Namespace) -> ResolvedConfig:
         {name: getattr(args, name) for name in _FIELD_FLAGS},
         override_label="flag --set",
         field_label=lambda name: f"flag {_flag(name)}",
-        origin="treadle train",
     )
 
 
@@ -122,28 +120,36 @@ def split_names(text: str | None) -> list[str] | None:
 
 
 def read_job_config(args: argparse.Namespace) -> dict[str, Any]:
-    """A job's config from ``--config-file``, then ``--config`` (JSON), then
-    ``--training-preset`` as its ``training_config`` when the config has none.
+    """A job's config from ``--config-file`` (JSON, or TOML when named ``.toml``), then
+    ``--config`` (JSON), then ``--training-preset`` as its ``training_config`` when the config
+    has none. Read by the config loader's rules (duplicate keys, NaN, nesting and size
+    refused) and checked as JSON data a store keeps (:func:`treadle.store_values.check_json`)
+    before any store is opened.
 
-    :raises ConfigError: unreadable JSON, an unknown preset, or a config that is no object.
+    :raises ConfigError: unreadable or malformed JSON, a limit passed, an unknown preset, or a
+        config that is no JSON object; naming the flag.
     """
+    from treadle.config.reading import parse_json, read_config_file
+    from treadle.store_values import check_json
+
     config: dict[str, Any] = {}
     if args.config_file is not None:
-        try:
-            config = json.loads(Path(args.config_file).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            msg = f"--config-file {args.config_file}: cannot read JSON ({err})"
-            raise ConfigError(msg) from err
+        config = read_config_file(args.config_file)
     if args.config is not None:
-        try:
-            config = {**config, **json.loads(args.config)}
-        except json.JSONDecodeError as err:
-            msg = f"--config: not JSON ({err}); e.g. --config '{{\"seconds\": 1}}'"
-            raise ConfigError(msg) from err
+        given = parse_json(args.config, "--config")
+        if not isinstance(given, dict):
+            msg = (
+                f"--config: the job config must be a JSON object such as "
+                f"'{{\"seconds\": 1}}', not {_json_kind(given)}"
+            )
+            raise ConfigError(msg)
+        config = {**config, **given}
     if args.training_preset is not None:
         training = resolve_config(args.training_preset, origin="--training-preset").config
         config.setdefault("training_config", training.to_dict())
-    if not isinstance(config, dict):
-        msg = "the job config must be a JSON object"
-        raise ConfigError(msg)
-    return config
+    return check_json(config, "job config")
+
+
+def _json_kind(value: object) -> str:
+    kinds = {str: "a string", list: "a list", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")

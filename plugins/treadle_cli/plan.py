@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
-from treadle_cli.table import format_table
+from treadle_cli.table import format_table, shorten
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +32,9 @@ def _megabytes(size: float) -> str:
 
 def describe_plan(resolved: ResolvedConfig, setup: RunSetup, manager: PluginManager) -> str:
     """The plan as text: config with sources, plugins and hook order, steps, optimizer and
-    warmup, effective batch size, checkpoint schedule and a disk estimate."""
+    warmup, effective batch size, checkpoint schedule and a disk estimate. Every value a user
+    chose is cut to :data:`~treadle_cli.table.MAX_CELL_WIDTH`, so the plan stays short and fast
+    whatever the config holds."""
     from treadle.engine.dispatch import LIFECYCLE_HOOKS, LifecycleDispatch
     from treadle.engine.optim import parameter_groups, warmup_steps
 
@@ -76,12 +78,12 @@ def describe_plan(resolved: ResolvedConfig, setup: RunSetup, manager: PluginMana
         "\n".join(
             [
                 "training:",
-                f"  task: {setup.task_spec.name} ({setup.task_spec.task_type}), loss "
+                f"  task: {shorten(setup.task_spec.name)} ({setup.task_spec.task_type}), loss "
                 f"{setup.task_spec.loss_name}, metrics {', '.join(setup.task_spec.metric_names)}",
-                f"  model: {config.model_type}, {parameters:,} parameters ({trainable:,} "
+                f"  model: {shorten(config.model_type)}, {parameters:,} parameters ({trainable:,} "
                 f"trainable)",
-                f"  data: {config.dataset}, {train_samples:,} training and {val_samples:,} "
-                f"validation samples",
+                f"  data: {shorten(config.dataset)}, {train_samples:,} training and "
+                f"{val_samples:,} validation samples",
                 f"  batches per epoch: {batches:,}; optimizer steps per epoch: "
                 f"{steps_per_epoch:,}; total: {total_steps:,} over {config.epochs} epochs",
                 f"  effective batch size: {config.batch_size} x "
@@ -109,9 +111,9 @@ def describe_plan(resolved: ResolvedConfig, setup: RunSetup, manager: PluginMana
         "\n".join(
             [
                 "checkpoints:",
-                f"  folder: {config.checkpoint_dir}",
+                f"  folder: {shorten(config.checkpoint_dir)}",
                 f"  when: {'; '.join(schedule)}",
-                f"  kept: best {config.keep_best_k} by {config.monitor_metric} "
+                f"  kept: best {config.keep_best_k} by {shorten(config.monitor_metric)} "
                 f"({config.monitor_mode}) and last {config.keep_last_n}",
                 f"  disk: about {_megabytes(size)} per checkpoint (weights + "
                 f"{config.optimizer} state) x at most {kept} files = {_megabytes(size * kept)}",

@@ -8,7 +8,9 @@ module is the SQLite :class:`~treadle.sql.database.Connector`.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 30_000
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
 
 def location_to_path(location: str | Path) -> Path:
     """The file behind ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or a plain path."""
@@ -44,6 +48,12 @@ def location_to_path(location: str | Path) -> Path:
         text = rest[1:]
     if not text or text == ":memory:":
         msg = f"SQLite location {location!r} must name a file (stores are shared by processes)"
+        raise StorageError(msg)
+    if not text.strip() or _CONTROL.search(text):
+        msg = (
+            f"SQLite location {location!r:.80} is blank or holds a control character (NUL, "
+            f"newline); name the file in printable characters"
+        )
         raise StorageError(msg)
     return Path(text)
 
@@ -253,9 +263,19 @@ def check_before_open(location: str | Path, component: str, known_version: int) 
     """
     path = location_to_path(location)
     try:
-        if path.stat().st_size == 0:
-            return
+        status = path.stat()
     except FileNotFoundError:
+        return
+    except OSError as err:  # a name too long, a file where a folder should be, no access
+        msg = f"{path}: cannot hold a store ({err.strerror}); choose another location"
+        raise StorageError(msg) from err
+    if stat.S_ISDIR(status.st_mode):
+        msg = (
+            f"{path} is a folder; an SQLite store is a file: name one inside it, such as "
+            f"{path / 'treadle.db'}"
+        )
+        raise StorageError(msg)
+    if status.st_size == 0:
         return
     try:
         probe = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)

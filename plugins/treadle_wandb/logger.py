@@ -24,7 +24,7 @@ from treadle.errors import ConfigError, PluginLoadError
 if TYPE_CHECKING:
     from treadle.config import TrainingConfig
 
-__all__ = ["OPTION_KEYS", "RUN_ID_FILE", "WandbLogger"]
+__all__ = ["MODES", "OPTION_KEYS", "RUN_ID_FILE", "WandbLogger"]
 
 RUN_ID_FILE = "wandb-run-id"
 OPTION_KEYS = frozenset({"entity", "group", "tags", "notes", "mode"})
@@ -38,7 +38,9 @@ class WandbLogger:
         ``notes``, the options above, and is stored as the W&B run's config.
     :param run_dir: the run's folder: W&B's files go under it, and the run id is kept there.
     :raises PluginLoadError: ``wandb`` is not installed.
-    :raises ConfigError: an unknown option in ``plugins.options["wandb"]``.
+    :raises ConfigError: an unknown or ill-typed option in ``plugins.options["wandb"]``, or
+        W&B cannot start a run (no credentials, refused ones, no network): the message says
+        to run ``wandb login`` or to log offline (``WANDB_MODE=offline``).
     """
 
     def __init__(
@@ -60,26 +62,25 @@ class WandbLogger:
             project = training_config.wandb_project or project
             name = training_config.run_name
             notes = training_config.notes or None
-        unknown = sorted(set(options) - OPTION_KEYS)
-        if unknown:
-            msg = (
-                f"plugins.options.wandb: unknown option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(OPTION_KEYS))}"
-            )
-            raise ConfigError(msg)
+        _check_options(options)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         run_id = self._run_id()
-        self.run: Any = wandb.init(
-            project=project,
-            name=name,
-            notes=options.pop("notes", notes),
-            config=config,
-            dir=str(self.run_dir) if self.run_dir is not None else None,
-            id=run_id,
-            resume="allow",
-            reinit="create_new",
-            **options,
-        )
+        try:
+            self.run: Any = wandb.init(
+                project=project,
+                name=name,
+                notes=options.pop("notes", notes),
+                config=config,
+                dir=str(self.run_dir) if self.run_dir is not None else None,
+                id=run_id,
+                resume="allow",
+                reinit="create_new",
+                **options,
+            )
+        except wandb.errors.Error as err:
+            # no credentials (UsageError), refused ones, no network: W&B's own error comes
+            # from deep inside its login; say what to do, before training starts
+            raise ConfigError(_start_failure(err, options.get("mode"))) from err
         self._last_step = -1
         self._closed = False
 
@@ -109,11 +110,63 @@ class WandbLogger:
         self.run.log(values, step=step)
 
     def close(self) -> None:
-        """Finish the W&B run (uploads what offline mode keeps locally on ``wandb sync``)."""
+        """Finish the W&B run (uploads what offline mode keeps locally on ``wandb sync``).
+
+        W&B's service writes the run's local files (``run-*.wandb``) completely only when it
+        closes the run, which ``run.finish()`` asks for without waiting; ``wandb.teardown()``
+        (called at exit) waits for it. Call it before reading those files in the same process.
+        """
         if self._closed:
             return
         self._closed = True
         self.run.finish()
+
+
+#: The W&B modes a run may ask for in ``plugins.options.wandb.mode``.
+MODES = ("online", "offline", "disabled")
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    """Refuse options W&B would reject from deep inside ``wandb.init``, naming the option.
+
+    :raises ConfigError: an unknown option, or one of the wrong type or value.
+    """
+    unknown = sorted(set(options) - OPTION_KEYS)
+    if unknown:
+        msg = (
+            f"plugins.options.wandb: unknown option(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(OPTION_KEYS))}"
+        )
+        raise ConfigError(msg)
+    for key in ("entity", "group", "notes"):
+        if key in options and not isinstance(options[key], str):
+            msg = f"plugins.options.wandb.{key} must be a string: {options[key]!r:.60}"
+            raise ConfigError(msg)
+    tags = options.get("tags", [])
+    if not isinstance(tags, list | tuple) or not all(isinstance(tag, str) for tag in tags):
+        msg = f"plugins.options.wandb.tags must be a list of strings: {tags!r:.60}"
+        raise ConfigError(msg)
+    if options.get("mode", "online") not in MODES:
+        msg = (
+            f"plugins.options.wandb.mode must be one of {', '.join(MODES)}: {options['mode']!r:.60}"
+        )
+        raise ConfigError(msg)
+
+
+def _start_failure(err: Exception, mode: object) -> str:
+    """What to do when W&B cannot start a run: log in, or log offline."""
+    how = (
+        "plugins.options.wandb.mode says 'online'"
+        if mode == "online"
+        else "WANDB_MODE and plugins.options.wandb.mode leave W&B online"
+    )
+    return (
+        f"The 'wandb' logger cannot start a W&B run: {type(err).__name__}: {err} ({how}). "
+        f"To log to W&B, log in first with `wandb login` (or set WANDB_API_KEY). To train "
+        f"without an account or network, set WANDB_MODE=offline (upload later with `wandb "
+        f'sync`), or plugins.options.wandb.mode = "offline" or "disabled"; or leave '
+        f"wandb_project unset."
+    )
 
 
 def _new_run_id() -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from treadle.config.convert import read_config_file, structure, unstructure, write_json
+from treadle.config.reading import shown
 from treadle.errors import ConfigError
 
 __all__ = ["PRECISIONS", "STRATEGIES", "PluginsConfig", "TrainingConfig"]
@@ -67,7 +68,7 @@ def _one_of(choices: tuple[str, ...]) -> Check:
     def check(name: str, value: Any) -> str | None:
         if value is None or value in choices:
             return None
-        return f"{name!r} must be one of {', '.join(map(repr, choices))}: {value!r}"
+        return f"{name!r} must be one of {', '.join(map(repr, choices))}: {shown(value)}"
 
     return check
 
@@ -78,7 +79,7 @@ def _optional_positive(name: str, value: Any) -> str | None:
 
 def _names(name: str, value: Any) -> str | None:
     bad = [item for item in value if not item or item != item.strip()]
-    return f"{name!r} holds empty or padded names: {bad!r}" if bad else None
+    return f"{name!r} holds empty or padded names: {shown(bad)}" if bad else None
 
 
 def _field(default: Any, check: Check | None = None, *, factory: bool = False) -> Any:
@@ -101,6 +102,14 @@ class PluginsConfig:
     disable: tuple[str, ...] = _field((), _names)
     require: tuple[str, ...] = _field((), _names)
     options: dict[str, dict[str, Any]] = _field(dict, factory=True)
+
+
+def _plugins_config(value: Any) -> Any:
+    """``plugins`` given as a mapping (``{"disable": ["wandb"]}``), as a config file writes
+    it, becomes a :class:`PluginsConfig`; anything else is left for validation to name."""
+    if isinstance(value, Mapping):
+        return structure(value, PluginsConfig, source="'plugins'")
+    return value
 
 
 @attrs.frozen(kw_only=True)
@@ -191,53 +200,78 @@ class TrainingConfig:
     max_train_samples: int | None = _field(None, _at_least(1))
     max_val_samples: int | None = _field(None, _at_least(1))
 
-    plugins: PluginsConfig = attrs.field(factory=PluginsConfig)
+    plugins: PluginsConfig = attrs.field(factory=PluginsConfig, converter=_plugins_config)
 
     def __attrs_post_init__(self) -> None:
         self.validate()
 
     def problems(self) -> list[str]:
-        """Every problem with this configuration, one sentence each (empty when valid)."""
-        found = _field_problems(self)
-        found += _field_problems(self.plugins, prefix="plugins.")
+        """Every problem with this configuration, one sentence each (empty when valid).
+
+        Model sizes (``d_model``, ``num_heads``, ...) are checked here only one by one; whether
+        they fit together is for the factory of ``model_type`` to say, which builds the model.
+        """
+        return [sentence for _, sentence in self._problems()]
+
+    def _problems(self) -> list[tuple[tuple[str, ...], str]]:
+        found: list[tuple[tuple[str, ...], str]] = [
+            ((name,), sentence) for name, sentence in _field_problems(self)
+        ]
+        if isinstance(self.plugins, PluginsConfig):
+            found += [
+                (("plugins",), sentence)
+                for _, sentence in _field_problems(self.plugins, prefix="plugins.")
+            ]
         if not found:
             found += self._cross_field_problems()
         return found
 
-    def _cross_field_problems(self) -> list[str]:
-        found = []
-        if self.d_model % self.num_heads:
-            found.append(
-                f"'d_model' ({self.d_model}) must be divisible by 'num_heads' ({self.num_heads})"
-            )
+    def _cross_field_problems(self) -> list[tuple[tuple[str, ...], str]]:
+        found: list[tuple[tuple[str, ...], str]] = []
         if self.gradient_norm_critical < self.gradient_norm_warning:
             found.append(
-                f"'gradient_norm_critical' ({self.gradient_norm_critical}) must be >= "
-                f"'gradient_norm_warning' ({self.gradient_norm_warning})"
+                (
+                    ("gradient_norm_critical", "gradient_norm_warning"),
+                    f"'gradient_norm_critical' ({self.gradient_norm_critical}) must be >= "
+                    f"'gradient_norm_warning' ({self.gradient_norm_warning})",
+                )
             )
         if self.keep_best_k == 0 and self.keep_last_n == 0:
             found.append(
-                "'keep_best_k' and 'keep_last_n' are both 0, so every checkpoint would be "
-                "deleted; keep at least one"
+                (
+                    ("keep_best_k", "keep_last_n"),
+                    "'keep_best_k' and 'keep_last_n' are both 0, so every checkpoint would be "
+                    "deleted; keep at least one",
+                )
             )
         if self.strategy in ("ddp", "fsdp") and self.devices < 2:
-            found.append(f"'strategy' {self.strategy!r} needs 'devices' >= 2: {self.devices}")
+            found.append(
+                (
+                    ("strategy", "devices"),
+                    f"'strategy' {self.strategy!r} needs 'devices' >= 2: {self.devices}",
+                )
+            )
         if not (0 < self.adam_betas[0] < 1 and 0 < self.adam_betas[1] < 1):
-            found.append(f"'adam_betas' must both lie in (0, 1): {self.adam_betas}")
+            found.append(
+                (("adam_betas",), f"'adam_betas' must both lie in (0, 1): {self.adam_betas}")
+            )
         return found
 
     def validate(self) -> None:
         """Check every field and combination.
 
-        :raises ConfigError: a ``ValueError`` whose message lists every problem found.
+        :raises ConfigError: a ``ValueError`` whose message lists every problem found;
+            :attr:`~treadle.errors.ConfigError.problem_fields` names each problem's fields.
         """
-        found = self.problems()
+        found = self._problems()
         if found:
-            msg = f"invalid TrainingConfig ({len(found)} problems):\n  " + "\n  ".join(found)
+            sentences = [sentence for _, sentence in found]
+            msg = f"invalid TrainingConfig ({len(found)} problems):\n  " + "\n  ".join(sentences)
             if len(found) == 1:
-                msg = f"invalid TrainingConfig: {found[0]}"
+                msg = f"invalid TrainingConfig: {sentences[0]}"
             error = ConfigError(msg)
-            error.problems = found
+            error.problems = sentences
+            error.problem_fields = [fields for fields, _ in found]
             raise error
 
     @property
@@ -251,13 +285,22 @@ class TrainingConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> TrainingConfig:
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        source: str | None = None,
+        sources: Mapping[str, str] | None = None,
+    ) -> TrainingConfig:
         """Build from plain data.
 
+        :param source: where the data came from (a file name), for messages.
+        :param sources: where each field's value came from (``{"epochs": "file c.json"}``),
+            named in the message beside each problem.
         :raises ConfigError: unknown keys (with the closest valid name), wrong types (with the
-            field's name) and invalid values, all listed at once.
+            field's path) and invalid values, all listed at once.
         """
-        return structure(data, cls, source=source)
+        return structure(data, cls, source=source, sources=sources)
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the config as JSON and return the path.
@@ -308,7 +351,7 @@ def _type_problem(name: str, value: Any, expected: Any) -> str | None:
         elif isinstance(origin, type) and isinstance(value, origin):
             return None
     wanted = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    return f"{name!r} must be {wanted}, got {type(value).__name__}: {value!r}"
+    return f"{name!r} must be {wanted}, got {type(value).__name__}: {shown(value)}"
 
 
 @functools.cache
@@ -316,7 +359,8 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _field_problems(instance: Any, prefix: str = "") -> list[str]:
+def _field_problems(instance: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``(field name, sentence)`` for each field of ``instance`` of the wrong type or value."""
     found = []
     hints = _type_hints(type(instance))  # type: ignore[arg-type]  # classes hash
     for field in attrs.fields(type(instance)):
@@ -327,5 +371,5 @@ def _field_problems(instance: Any, prefix: str = "") -> list[str]:
         if problem is None and check is not None:
             problem = check(name, value)
         if problem:
-            found.append(problem)
+            found.append((field.name, problem))
     return found

@@ -28,7 +28,9 @@ class JobsCommand:
         submit = actions.add_parser("submit", help="queue a job")
         submit.add_argument("job_type", help="training, evaluation, export, retraining, ...")
         submit.add_argument("--config", help="the job config as JSON")
-        submit.add_argument("--config-file", type=Path, help="the job config in a JSON file")
+        submit.add_argument(
+            "--config-file", type=Path, help="the job config in a JSON file (TOML when named .toml)"
+        )
         submit.add_argument(
             "--training-preset", help="use this preset as the config's training_config"
         )
@@ -48,11 +50,11 @@ class JobsCommand:
     def run(self, args: argparse.Namespace) -> int:
         from treadle.jobs.manager import JobManager
 
+        # read before the store is opened: a bad config must leave no store behind
+        config = read_job_config(args) if args.action == "submit" else {}
         with JobManager(args.location, plugin_manager=args.plugin_manager) as manager:
             if args.action == "submit":
-                job_id = manager.submit_job(
-                    args.job_type, read_job_config(args), args.priority, args.max_retries
-                )
+                job_id = manager.submit_job(args.job_type, config, args.priority, args.max_retries)
                 sys.stdout.write(f"{job_id}\n")
             elif args.action == "list":
                 jobs = manager.list_jobs(args.status, args.job_type, args.limit)

@@ -32,7 +32,9 @@ class ScheduleCommand:
         add.add_argument("schedule_expr", help="five-field cron, e.g. '0 2 * * *'")
         add.add_argument("--timezone", default="UTC", help="IANA name (default: UTC)")
         add.add_argument("--config", help="the job config as JSON")
-        add.add_argument("--config-file", type=Path, help="the job config in a JSON file")
+        add.add_argument(
+            "--config-file", type=Path, help="the job config in a JSON file (TOML when named .toml)"
+        )
         add.add_argument("--training-preset", help="use this preset as training_config")
         add.add_argument("--priority", type=int, default=5)
         add.add_argument("--max-retries", type=int, default=3)
@@ -52,12 +54,14 @@ class ScheduleCommand:
     def run(self, args: argparse.Namespace) -> int:
         from treadle.jobs.scheduler import TrainingScheduler
 
+        # read before the store is opened: a bad config must leave no store behind
+        config = read_job_config(args) if args.action == "add" else {}
         with TrainingScheduler(args.location, plugin_manager=args.plugin_manager) as scheduler:
             if args.action == "add":
                 schedule_id = scheduler.create_schedule(
                     args.name,
                     args.job_type,
-                    read_job_config(args),
+                    config,
                     args.schedule_expr,
                     priority=args.priority,
                     timezone=args.timezone,
