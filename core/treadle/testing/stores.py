@@ -13,14 +13,16 @@ A backend plugin runs every check against itself in its own test suite::
 
 Each check takes ``(location, plugin_manager)``, uses names of its own (a random suffix), so
 one location may serve every check and may hold other data, and raises ``AssertionError``
-saying what the backend got wrong.
+saying what the backend got wrong. :func:`check_storage_backend` runs them all and returns a
+:class:`~treadle.testing.report.ConformanceReport` (or raises
+:class:`~treadle.testing.report.ConformanceError` naming the rule), as every kit does.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from treadle.errors import UnknownNameError
@@ -33,11 +35,20 @@ from treadle.storage import (
     ModelStore,
     RegistryError,
 )
+from treadle.testing.report import ConformanceReport, Rule, RuleRunner
 
 if TYPE_CHECKING:
     from treadle.plugins import PluginManager
 
-__all__ = ["MODEL_STORE_CHECKS", "EXPERIMENT_STORE_CHECKS", "STORE_CHECKS", "run_store_checks"]
+__all__ = [
+    "EXPERIMENT_STORE_CHECKS",
+    "MODEL_STORE_CHECKS",
+    "RULES",
+    "STORE_CHECKS",
+    "check_storage_backend",
+    "rule_of",
+    "run_store_checks",
+]
 
 StoreCheck = Callable[[str, "PluginManager | None"], None]
 
@@ -480,12 +491,46 @@ STORE_CHECKS: list[StoreCheck] = [
 ]
 
 
-def run_store_checks(location: str, plugin_manager: PluginManager | None = None) -> None:
-    """Run every check of :data:`STORE_CHECKS` on ``location``, stopping at the first
-    failure (its message names the check)."""
-    for check in STORE_CHECKS:
+def rule_of(check: StoreCheck) -> Rule:
+    """The rule a store check enforces: ``check_tags_move_atomically`` is ``tags move
+    atomically``, summarized by its docstring's first sentence."""
+    name = check.__name__.removeprefix("check_").replace("_", " ")
+    summary = (check.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    return Rule(name, " ".join(summary.split()))
+
+
+#: The rules :func:`check_storage_backend` enforces, one per check of :data:`STORE_CHECKS`.
+RULES = tuple(rule_of(check) for check in STORE_CHECKS)
+
+
+def check_storage_backend(
+    location: str,
+    plugin_manager: PluginManager | None = None,
+    checks: Sequence[StoreCheck] = STORE_CHECKS,
+) -> ConformanceReport:
+    """Run every check of ``checks`` (default :data:`STORE_CHECKS`) on ``location`` (a URL of
+    the backend's scheme), stopping at the first failure: a broken assertion, or an error
+    the store raised where the contract expects none.
+
+    :returns: the report; ``details["location"]`` is the location checked.
+    :raises ConformanceError: a rule is broken; the message names it and the location.
+    """
+    rules = RuleRunner("storage", location, RULES)
+    for check in checks:
+        rule = rule_of(check).name
         try:
             check(location, plugin_manager)
         except AssertionError as error:
-            error.add_note(f"in store check {check.__name__} on {location}")
-            raise
+            raise rules.error(rule, str(error) or repr(error)) from error
+        except Exception as error:  # a store that raises where the contract expects no error
+            raise rules.error(rule, f"{type(error).__name__}: {error}") from error
+        rules.passes(rule)
+    rules.details["location"] = location
+    return rules.report()
+
+
+def run_store_checks(
+    location: str, plugin_manager: PluginManager | None = None
+) -> ConformanceReport:
+    """:func:`check_storage_backend` under its first name."""
+    return check_storage_backend(location, plugin_manager)
