@@ -123,6 +123,11 @@ def listed_damage(file: Path, expected: Entry) -> str | None:
     return digest_damage(file, found, expected.digest)
 
 
+def _payload_run_id(payload: Any) -> str | None:
+    run_id = payload.get("run_id")
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
 def inspect_unlisted(file: Path, hashing: HashKind) -> Entry:
     """A manifest entry for a checkpoint file the manifest lacks, after checking its CRCs;
     its digest is of the kind ``hashing`` names.
@@ -164,6 +169,7 @@ def inspect_unlisted(file: Path, hashing: HashKind) -> Entry:
             timestamp=str(payload.get("timestamp", "")),
             model_size_mb=tensor_mib(payload.get("model_state_dict")),
             optimizer_state_size_mb=tensor_mib(payload.get("optimizer_state_dict")),
+            run_id=_payload_run_id(payload),
         )
     except (TypeError, ValueError) as err:
         msg = f"checkpoint {file} has malformed epoch, step or metrics: {err}"
