@@ -19,7 +19,20 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ProcessOwner", "current_owner", "local_machine"]
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "LEASE_SECONDS",
+    "ProcessOwner",
+    "current_owner",
+    "local_machine",
+]
+
+#: How often a live run marks itself alive: its folder's lock file, its experiment record.
+HEARTBEAT_SECONDS = 30.0
+#: How long a heartbeat vouches for its run: three beats, so one late beat (a slow disk, a
+#: busy database) is no death. Past it, a run whose process cannot be seen from here (another
+#: host) counts as gone.
+LEASE_SECONDS = 3 * HEARTBEAT_SECONDS
 
 
 @functools.cache

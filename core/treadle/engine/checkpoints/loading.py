@@ -21,11 +21,16 @@ from treadle.engine.checkpoints.diagnosis import (
 )
 from treadle.engine.checkpoints.digests import FileHasher, HashKind, hash_file
 from treadle.engine.checkpoints.errors import CheckpointError
-from treadle.engine.checkpoints.manifest import Entry
-from treadle.engine.checkpoints.names import CHECKPOINT_NAME
+from treadle.engine.checkpoints.manifest import (
+    MAX_MANIFEST_BYTES,
+    Entry,
+    ManifestDamage,
+    decode_manifest,
+)
+from treadle.engine.checkpoints.names import CHECKPOINT_NAME, INDEX_NAME
 from treadle.engine.checkpoints.state import clean_metrics, tensor_mib
 
-__all__ = ["inspect_unlisted", "listed_damage", "read_verified"]
+__all__ = ["inspect_unlisted", "listed_damage", "read_checkpoint", "read_verified"]
 
 
 def _load(file: Path, *, mmap: bool) -> Any:
@@ -73,6 +78,28 @@ def read_verified(file: Path, expected: Entry | None, *, checked: bool = False) 
         raise load_error(file, load_failure) from load_failure
     check_payload(file, payload)
     return dict(payload)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint file's contents, verified and loaded weights-only, without a manager (and
+    without writing anything): against its manifest's digest when the manifest of its folder
+    lists it, else against its zip CRCs.
+
+    :raises CheckpointError: the file is missing, damaged, carries pickled objects or is no
+        treadle checkpoint; the message names the file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        msg = f"checkpoint {file} does not exist"
+        raise CheckpointError(msg)
+    listed = None
+    try:
+        with (file.parent / INDEX_NAME).open("rb") as stream:
+            manifest = decode_manifest(stream.read(MAX_MANIFEST_BYTES + 1))
+        listed = next((entry for entry in manifest.entries if entry.file == file.name), None)
+    except (OSError, ManifestDamage):
+        listed = None  # no manifest, or a damaged one: the file's own CRCs decide
+    return read_verified(file, listed)
 
 
 def _load_hashing(file: Path, expected: Entry) -> tuple[str | None, Any, Exception | None]:

@@ -39,8 +39,9 @@ import attrs
 from treadle.engine.checkpoints import files
 from treadle.engine.checkpoints.errors import CheckpointError
 from treadle.engine.checkpoints.lock import LOCK_NAME, FolderLock, read_lock_owner
+from treadle.engine.checkpoints.manifest import MAX_MANIFEST_BYTES, ManifestDamage, decode_manifest
 from treadle.engine.checkpoints.names import CHECKPOINT_NAME, INDEX_NAME
-from treadle.owner import ProcessOwner, current_owner
+from treadle.owner import HEARTBEAT_SECONDS, LEASE_SECONDS, ProcessOwner, current_owner
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -49,11 +50,15 @@ __all__ = [
     "RunFolder",
     "RunFolderBusyError",
     "RunInfo",
+    "claim_existing_run_folder",
     "claim_run_folder",
+    "ensure_not_busy",
     "find_run_folder",
     "folder_series",
     "holds_run",
+    "last_checkpoint",
     "read_run_info",
+    "record_in_run_file",
     "run_status",
 ]
 
@@ -61,11 +66,8 @@ logger = logging.getLogger(__name__)
 
 #: The run's own file inside its folder.
 RUN_FILE = "run.json"
-#: How often a live run marks its lock file (and, with the tracking plugin, its experiment
-#: record) alive.
-HEARTBEAT_SECONDS = 30.0
 #: After this many seconds without a heartbeat, an owner on another host counts as gone.
-STALE_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+STALE_AFTER_SECONDS = LEASE_SECONDS
 #: ``base``, ``base-2`` ... ``base-999``.
 MAX_RUNS_PER_NAME = 999
 _FORMAT = "treadle.run"
@@ -235,6 +237,22 @@ def find_run_folder(base: str | os.PathLike[str]) -> Path | None:
         if candidate.is_dir() and holds_run(candidate):
             newest = candidate
     return newest
+
+
+def last_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    """The newest checkpoint the manifest of ``folder`` lists (what a resume would try
+    first), read without writing anything; ``None`` when there is none or no readable
+    manifest."""
+    path = Path(folder) / INDEX_NAME
+    try:
+        with path.open("rb") as stream:
+            manifest = decode_manifest(stream.read(MAX_MANIFEST_BYTES + 1))
+    except (OSError, ManifestDamage):
+        return None
+    if not manifest.entries:
+        return None
+    newest = max(manifest.entries, key=lambda entry: entry.sequence)
+    return Path(folder) / newest.file
 
 
 def run_status(folder: str | os.PathLike[str], info: RunInfo | None = None) -> str:
@@ -482,6 +500,46 @@ def _claim_existing(
         lock.release()
         raise
     return RunFolder(folder, info, lock, is_new=False)
+
+
+def ensure_not_busy(folder: str | os.PathLike[str]) -> None:
+    """Refuse a folder a live run holds, naming its process; takes nothing.
+
+    :raises RunFolderBusyError: a live run holds it.
+    """
+    path = Path(os.path.abspath(folder))
+    lock = _acquire_patiently(path, current_owner())
+    if lock is None:
+        raise _busy(path)
+    try:
+        info = read_run_info(path)
+        if info is not None and _owner_elsewhere_alive(path, info):
+            raise _busy(path)
+    finally:
+        lock.release()
+
+
+def record_in_run_file(folder: str | os.PathLike[str], **changes: Any) -> RunInfo:
+    """Write ``changes`` (fields of :class:`RunInfo`, such as ``registered``) into the
+    ``run.json`` of a run that has ended, under its lock.
+
+    :raises RunFolderBusyError: a live run holds the folder.
+    :raises CheckpointError: the folder has no ``run.json``, or it cannot be written.
+    """
+    path = Path(os.path.abspath(folder))
+    lock = _acquire_patiently(path, current_owner())
+    if lock is None:
+        raise _busy(path)
+    try:
+        info = read_run_info(path)
+        if info is None:
+            msg = f"{path} has no {RUN_FILE}"
+            raise CheckpointError(msg)
+        info = attrs.evolve(info, updated_at=_now(), **changes)
+        _write_run_info(path, info)
+        return info
+    finally:
+        lock.release()
 
 
 def _busy(folder: Path) -> RunFolderBusyError:
