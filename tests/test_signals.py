@@ -233,3 +233,53 @@ def test_train_in_a_thread_installs_nothing(tmp_path: Path) -> None:
         assert signal.getsignal(signal.SIGINT) is _mine
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@needs_engine
+def test_a_run_a_signal_stopped_is_interrupted_in_the_experiment_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In process: SIGTERM at step 3 stops the run after saving; its experiment record says
+    ``interrupted``, names this process, was beating, and its heartbeat thread is gone."""
+    import os
+    import time
+
+    import treadle_loggers.plugin
+    import treadle_losses.plugin
+    import treadle_metrics.plugin
+    import treadle_tracking.logger
+    import treadle_tracking.plugin
+    from treadle.experiments import ExperimentDB
+    from treadle.testing import isolated_plugin_manager
+
+    monkeypatch.setattr(treadle_tracking.logger, "HEARTBEAT_SECONDS", 0.02)
+    beats: list[str | None] = []
+
+    class StopAtThree:
+        @hookimpl
+        def treadle_on_batch_end(self, trainer: Any) -> None:
+            if trainer.global_step == 3 and not beats:
+                time.sleep(0.2)  # a few heartbeats
+                with ExperimentDB(tmp_path / "runs.db") as db:
+                    beats.append(db.find_runs()[0].heartbeat_at)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    manager = isolated_plugin_manager(
+        ("losses", treadle_losses.plugin),
+        ("metrics", treadle_metrics.plugin),
+        ("loggers", treadle_loggers.plugin),
+        ("tracking", treadle_tracking.plugin),
+        ("stop", StopAtThree()),
+    )
+    torch.manual_seed(0)
+    config = small_config(tmp_path / "run", epochs=2, experiment_location=str(tmp_path / "runs.db"))
+    results = Trainer(
+        TinyClassifier(), None, config, classification_task(), device="cpu", plugin_manager=manager
+    ).train(*loaders())
+    assert (results["status"], results["stop_reason"]) == ("interrupted", "SIGTERM")
+    with ExperimentDB(tmp_path / "runs.db") as db:
+        (run,) = db.find_runs()
+    assert (run.status, run.owner_pid) == ("interrupted", os.getpid())
+    assert beats[0] is not None
+    assert run.summary["run_folder_id"] == results["run_id"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("treadle-experiment-heart")]
