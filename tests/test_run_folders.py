@@ -256,3 +256,67 @@ def test_a_finished_run_resumed_reports_complete_and_changes_nothing(tmp_path: P
         3,
         first["run_id"],
     )
+
+
+@needs_engine
+def test_a_run_that_fails_before_it_starts_leaves_its_folder_to_the_next_run(
+    tmp_path: Path,
+) -> None:
+    from treadle import hookimpl
+    from treadle.engine.checkpoints.run_folder import read_run_info
+
+    class Broken:
+        @hookimpl
+        def treadle_configure_run(self) -> None:
+            raise RuntimeError("set-up failed")
+
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(RuntimeError, match="set-up failed"):
+        Trainer(
+            TinyClassifier(),
+            None,
+            small_config(folder, epochs=1),
+            classification_task(),
+            device="cpu",
+            plugin_manager=engine_plugin_manager(("broken", Broken())),
+        ).train(*loaders())
+    assert read_run_info(folder) is None, "the claim was undone"
+    results = _train(TinyClassifier(), folder, epochs=1)
+    assert Path(results["run_dir"]) == folder
+
+
+@needs_engine
+def test_a_run_early_stopping_ended_is_complete_one_a_hook_stopped_resumes(
+    tmp_path: Path,
+) -> None:
+    from treadle import hookimpl
+
+    # the model learns, so val_loss falls: watching for a rise, patience 1 stops at epoch 1
+    stopped = _train(
+        TinyClassifier(), tmp_path / "early", epochs=5, early_stopping_patience=1,
+        monitor_mode="max",
+    )  # fmt: skip
+    assert len(stopped["history"]) == 2
+    again = _train(
+        TinyClassifier(), tmp_path / "early", epochs=5, early_stopping_patience=1,
+        monitor_mode="max", resume="auto",
+    )  # fmt: skip
+    assert again["status"] == "already_completed"
+
+    class StopAfterFirstEpoch:
+        @hookimpl
+        def treadle_on_epoch_end(self, epoch: int, control: Any) -> None:
+            if epoch == 0:
+                control.request_stop("paused by a plugin")
+
+    torch.manual_seed(0)
+    Trainer(
+        TinyClassifier(),
+        None,
+        small_config(tmp_path / "paused", epochs=3),
+        classification_task(),
+        device="cpu",
+        plugin_manager=engine_plugin_manager(("pause", StopAfterFirstEpoch())),
+    ).train(*loaders())
+    resumed = _train(TinyClassifier(), tmp_path / "paused", epochs=3, resume="auto")
+    assert (resumed["status"], len(resumed["history"])) == ("completed", 3)

@@ -3,10 +3,12 @@ version of its model, once per run, with its metrics, config hash and lineage; a
 treadle checkpoint registered after a verified load.
 
 ``treadle train`` calls :func:`register_run` when a run completes; ``treadle registry
-register`` calls :func:`register_checkpoint`. A run registers under the key ``run:<run id>``,
-so a run resumed after it registered (or whose registering was cut short) never registers a
-second version: the registry hands back the first (:meth:`ModelRegistry.register_model
-<treadle.model_registry.ModelRegistry.register_model>`'s ``job_key``).
+register`` calls :func:`register_checkpoint`. A run registers under the key
+``run:<run id>:step:<its last optimizer step>``, so registering it again (a crash right after
+registering, a second call) never makes a second version: the registry hands back the first
+(:meth:`ModelRegistry.register_model
+<treadle.model_registry.ModelRegistry.register_model>`'s ``job_key``). A finished run resumed
+for more epochs trained further, and registers its new best as a new version.
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ def registry_config_hash(config: TrainingConfig) -> str:
     return placed.config_hash()
 
 
-def run_job_key(run_id: str) -> str:
-    """The registry key of a run's registration: one model version per run."""
-    return f"run:{run_id}"
+def run_job_key(run_id: str, global_step: int) -> str:
+    """The registry key of a run's registration once it ended at optimizer step
+    ``global_step``: one model version per run (and per extension of it)."""
+    return f"run:{run_id}:step:{global_step}"
 
 
 def experiment_run_id(
@@ -178,5 +181,7 @@ def register_run(
             config.experiment_location, results["run_dir"], plugin_manager
         ),
         data_profile=data_profile,
-        job_key=None if run_id is None else run_job_key(str(run_id)),
+        job_key=None
+        if run_id is None
+        else run_job_key(str(run_id), int(results.get("global_step") or 0)),
     )

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from treadle.engine.checkpoints.lock import LOCK_NAME
 from treadle.engine.checkpoints.run_folder import (
+    RUN_FILE,
     RunFolder,
     claim_existing_run_folder,
     claim_run_folder,
@@ -80,15 +82,38 @@ class OwnedFolder:
     complete_results: dict[str, Any] | None = None
     folder: RunFolder | None = None
 
-    def finish(self, status: str, results: Mapping[str, Any] | None = None) -> None:
-        """Record how the run ended in ``run.json`` and release the folder."""
+    def finish(
+        self, status: str, results: Mapping[str, Any] | None = None, *, early_stopped: bool
+    ) -> None:
+        """Record how the run ended in ``run.json`` (with ``early_stopped``: a run early
+        stopping ended is finished whatever epochs remain) and release the folder."""
         if self.folder is None:
             return
         try:
             if self.folder.is_held:
-                self.folder.finish(status, None if results is None else results_record(results))
+                record = None
+                if results is not None:
+                    record = {**results_record(results), "early_stopped": early_stopped}
+                self.folder.finish(status, record)
         finally:
             self.folder.release()
+
+    def abandon(self) -> None:
+        """Undo the claim of a new run that failed before it started: when nothing but its
+        ``run.json`` and lock file is in the folder, ``run.json`` goes (the lock file stays:
+        deleting a lock file races), so the next new run takes the folder instead of
+        ``-2``; otherwise the run is recorded as failed. Then the folder is released."""
+        folder = self.folder
+        if folder is None:
+            return
+        try:
+            leftovers = set(os.listdir(folder.path)) - {RUN_FILE, LOCK_NAME}
+            if folder.is_new and folder.is_held and not leftovers:
+                (folder.path / RUN_FILE).unlink(missing_ok=True)
+            elif folder.is_held:
+                folder.finish("failed")
+        finally:
+            folder.release()
 
     def release(self) -> None:
         if self.folder is not None:

@@ -217,16 +217,21 @@ class Trainer:
                 "run_id": owned.run_id,
                 "status": "already_completed",
             }
+        try:
+            run = _Run(self, train_data, val_data, distributed, owned)
+        except BaseException:
+            owned.abandon()  # it never started: the next new run may take the folder
+            raise
         status, results = "failed", None
         try:
-            results = _Run(self, train_data, val_data, distributed, owned).execute()
+            results = run.execute()
             status = results["status"]
             return results
         except KeyboardInterrupt:
             status = "interrupted"
             raise
         finally:
-            owned.finish(status, results)
+            owned.finish(status, results, early_stopped=run.early_stopping.should_stop)
 
     def _validation_loop(
         self, precision: Precision, distributed: DistributedContext | None

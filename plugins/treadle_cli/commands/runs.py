@@ -21,7 +21,7 @@ from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
     from treadle.experiments import ExperimentDB
-    from treadle.storage import MetricRow
+    from treadle.storage import MetricRow, RunRecord
 
 __all__ = ["RunsCommand", "plot_runs"]
 
@@ -190,13 +190,13 @@ class RunsCommand:
         return 0
 
 
-def _owner(run: Any) -> str | None:
+def _owner(run: RunRecord) -> str | None:
     if run.owner_pid is None:
         return None
     return f"pid {run.owner_pid} on {run.owner_host}, started {run.owner_started_at}"
 
 
-def _resumable(run: Any) -> str | None:
+def _resumable(run: RunRecord) -> str | None:
     """For a run that did not finish (``died``, ``interrupted``, ``failed``): the newest
     checkpoint in its folder, which ``treadle train --resume`` continues from."""
     if run.status in ("completed", "running") or not run.run_dir:

@@ -119,13 +119,13 @@ class RunInfo:
     registered: dict[str, Any] | None = None
 
     def is_complete(self, epochs: int | None = None) -> bool:
-        """Whether the run finished: it says ``completed`` and either stopped early (by early
-        stopping or a hook) or trained ``epochs`` epochs (``None``: any number). A run that
-        trained to its end may be continued for more epochs."""
+        """Whether the run finished: it says ``completed`` and either early stopping ended it
+        or it trained ``epochs`` epochs (``None``: any number). A run a hook stopped, or one
+        that trained to its end, continues when resumed for more epochs."""
         if self.status != "completed":
             return False
         results = self.results or {}
-        if epochs is None or results.get("stop_reason"):
+        if epochs is None or results.get("early_stopped") is True:
             return True
         history = results.get("history")
         last = history[-1] if isinstance(history, list) and history else None
@@ -267,9 +267,11 @@ def run_status(folder: str | os.PathLike[str], info: RunInfo | None = None) -> s
         return "unknown"
     if info.status != "running":
         return info.status
-    lock = FolderLock.acquire(folder, current_owner()) if (folder / LOCK_NAME).exists() else None
+    if not (folder / LOCK_NAME).exists():
+        return "died"  # a live run creates its lock file before it writes run.json
+    lock = FolderLock.acquire(folder, current_owner())
     if lock is None:
-        return "running" if (folder / LOCK_NAME).exists() else "died"
+        return "running"
     try:
         return "running" if _owner_elsewhere_alive(folder, info) else "died"
     finally:
