@@ -21,13 +21,17 @@ saying what the backend got wrong. :func:`check_storage_backend` runs them all a
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from treadle.errors import UnknownNameError
 from treadle.experiments import ExperimentDB
 from treadle.model_registry import ModelRegistry
+from treadle.owner import current_owner, local_machine
 from treadle.storage import (
     DuplicateModelError,
     ExperimentStore,
@@ -463,6 +467,48 @@ def check_stores_share_a_location(
         assert db.get_run(run_id).run_id == run_id
 
 
+def check_runs_that_died(location: str, plugin_manager: PluginManager | None = None) -> None:
+    """A run records its owner and heartbeat. A ``running`` run whose owner's process is
+    gone from this machine (a pid reused by another process counts as gone), or whose lease
+    ran out, reads as ``died``; ``running`` finds only live ones; a heartbeat renews a lease
+    and does nothing for an ended run or an earlier attempt."""
+    with ExperimentDB(location, plugin_manager=plugin_manager) as db:
+        name, me = _unique("owned"), current_owner()
+        live = db.log_run(name, {}, owner=me, lease_seconds=600)
+        # this process's pid, but another start time: the pid was reused, the owner is gone
+        reused = db.log_run(name, {}, owner=attrs.evolve(me, token=f"{local_machine()}:0"))
+        # on another machine: only its lease tells
+        elsewhere = attrs.evolve(me, token="another-machine/1:5")
+        expired = db.log_run(name, {}, owner=elsewhere, lease_seconds=0.05)
+        unowned = db.log_run(name, {})
+        time.sleep(0.3)
+        statuses = {run.run_id: run.status for run in db.find_runs(name=name)}
+        expected = {live: "running", reused: "died", expired: "died", unowned: "running"}
+        assert statuses == expected, f"statuses {statuses}, expected {expected}"
+        assert db.get_run(reused).status == "died"
+        ids = [run.run_id for run in db.find_runs(name=name, status="died")]
+        assert ids == [expired, reused], f"status='died' found {ids}"
+        assert [r.run_id for r in db.find_runs(name=name, status="died", limit=1)] == [expired]
+        ids = [run.run_id for run in db.find_runs(name=name, status="running")]
+        assert ids == [unowned, live], f"status='running' found {ids}"
+        run = db.get_run(live)
+        assert (run.owner_pid, run.owner_host) == (me.pid, me.host), run
+        assert run.owner_started_at == me.started_at, run
+        assert run.heartbeat_at, f"no heartbeat recorded: {run}"
+        assert db.heartbeat(expired, 1, 600), "a heartbeat of a running attempt"
+        assert db.get_run(expired).status == "running", "a renewed lease is alive again"
+        assert db.resume_run(reused, 0, owner=me) == 2
+        assert db.get_run(reused).status == "running"
+        assert not db.heartbeat(reused, 1, 600), "an earlier attempt's heartbeat counted"
+        db.update_run(live, status="interrupted")
+        run = db.get_run(live)
+        assert run.status == "interrupted", run
+        assert run.ended_at, f"an interrupted run has no ended_at: {run}"
+        assert not db.heartbeat(live, 1, 600), "a heartbeat revived an ended run"
+        db.update_run(unowned, status="died")
+        assert db.get_run(unowned).status == "died", "a stored 'died' is kept"
+
+
 MODEL_STORE_CHECKS: list[StoreCheck] = [
     check_model_round_trip,
     check_duplicate_version_is_refused,
@@ -483,6 +529,7 @@ EXPERIMENT_STORE_CHECKS: list[StoreCheck] = [
     check_resume_supersedes,
     check_best_run,
     check_run_frames,
+    check_runs_that_died,
 ]
 STORE_CHECKS: list[StoreCheck] = [
     *MODEL_STORE_CHECKS,
