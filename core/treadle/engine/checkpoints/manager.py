@@ -414,12 +414,12 @@ class CheckpointManager:
             msg = f"checkpoint path {text!r} contains a NUL byte"
             raise CheckpointError(msg)
         file = Path(text)
-        if not file.is_absolute() and len(file.parts) == 1 and not file.exists():
+        if not file.is_absolute() and len(file.parts) == 1 and not _is_file(file):
             if not CHECKPOINT_NAME.match(file.name):
                 msg = f"{text!r} is not a checkpoint name ({self._listing()})"
                 raise CheckpointError(msg)
             file = self.checkpoint_dir / file
-        if not file.is_file():
+        if not _is_file(file):
             msg = f"checkpoint {file} does not exist ({self._listing()})"
             raise CheckpointError(msg)
         return file
@@ -466,3 +466,12 @@ def _folder(name: str, value: str | os.PathLike[str]) -> Path:
         raise ValueError(msg)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, false for a path the file system refuses to look up (a name over
+    its length limit raises ENAMETOOLONG rather than answering)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
