@@ -234,14 +234,11 @@ class _Binner:
         np.subtract(values, low, out=scaled)
         np.multiply(scaled, num_bins / (high - low), out=scaled)
         np.clip(scaled, 0, num_bins - 1, out=scaled)
-        if num_bins < 2**31:
-            # truncation is the floor here (all >= 0); to int32, which AVX2 converts ~3x
-            # faster than to int64 (measured: 15 us against 52 us per 100k values)
-            indices = self._indices[:size]
-            np.copyto(indices, scaled, casting="unsafe")
-        else:
-            indices = scaled.astype(np.intp)
-        return np.bincount(indices, minlength=num_bins), missing
+        # truncation is the floor here (all >= 0); to int32 (bins < 2**31: 20 by default),
+        # which AVX2 converts ~3x faster than to int64 (15 us against 52 us per 100k values)
+        truncated = self._indices[:size]
+        np.copyto(truncated, scaled, casting="unsafe")
+        return np.bincount(truncated, minlength=num_bins), missing
 
 
 def _bin_counts(values: np.ndarray, edges: tuple[float, ...]) -> tuple[np.ndarray, int]:
@@ -369,8 +366,10 @@ class ProfileAccumulator:
         if plan is None or not plan.fits(matrix):
             self.update({f"feature_{index}": matrix[:, index] for index in range(matrix.shape[1])})
             return
-        counts, missing = plan.counts(matrix)
-        for name, bins, nan_count in zip(self._names, plan.split(counts), missing, strict=True):
+        all_counts, nan_counts = plan.counts(matrix)
+        for name, bins, nan_count in zip(
+            self._names, plan.split(all_counts), nan_counts, strict=True
+        ):
             self._counts[name] += bins
             self._missing[name] += nan_count
         self._num_samples += matrix.shape[0]
@@ -422,7 +421,7 @@ class _MatrixPlan:
         )
 
     def fits(self, matrix: np.ndarray) -> bool:
-        return matrix.shape[1] == self.low.shape[0]
+        return bool(matrix.shape[1] == self.low.shape[0])
 
     def counts(self, matrix: np.ndarray) -> tuple[np.ndarray, list[int]]:
         missing = [0] * matrix.shape[1]
