@@ -23,7 +23,8 @@ instructions of one step, with every set-up and tear-down cost cancelled. Instru
 time (a BLAS kernel retires more of them per cycle than the interpreter does), but the ratio
 moves with every change to the Python on the hot path, and is the same on a busy machine.
 ``--trainer-option name=value`` (repeatable) changes the Trainer's TrainingConfig, to count
-what one feature costs.
+what one feature costs. It also counts the non-finite check of one optimizer step alone (as the
+loop runs it on the CPU, and the deferred device flag), minus an empty loop's iteration.
 
 The machine is shared and noisy: read the ratio, and rerun before believing small differences.
 """
@@ -52,6 +53,7 @@ import torch.nn.functional as F
 
 from treadle import hookimpl
 from treadle.config import TrainingConfig
+from treadle.engine.nonfinite import NonFiniteGuard
 from treadle.engine.trainer import Trainer
 from treadle.plugins import make_plugin_manager
 from treadle.task import TaskSpec
@@ -171,6 +173,9 @@ class LossRecorder:
     def treadle_on_batch_end(self, loss: torch.Tensor) -> None:
         self.losses.append(loss)
 
+
+#: calls of the non-finite check counted alone, differenced as the epochs are
+FINITE_CHECK_CALLS = (200, 600)
 
 #: TrainingConfig changes for the Trainer (``--trainer-option``); empty: its defaults
 TRAINER_OPTIONS: dict[str, Any] = {}
@@ -335,6 +340,29 @@ def count_child(names: list[str]) -> None:
             for steps in workload["counted_steps"]:
                 batches = workload["batches"](steps)
                 sys.call_tracing(run_once, (name, contestant, initial, False, batches))
+    # the non-finite check of one step, alone: as the loop runs it on the CPU (the loss is read
+    # anyway, for the epoch's sum), and the device flag of the deferred path
+    norm, loss = torch.tensor(0.5), torch.tensor(2.3)
+    value = loss.item()
+    guard = NonFiniteGuard()
+
+    def host_checks(count: int) -> None:
+        for _ in range(count):
+            if not NonFiniteGuard.finite_on_host(norm, value) or not guard.is_clear:
+                raise AssertionError
+
+    def device_flags(count: int) -> None:
+        for _ in range(count):
+            NonFiniteGuard.device_flag(norm, [loss])
+
+    def empty_loop(count: int) -> None:
+        for _ in range(count):
+            pass
+
+    for check in (host_checks, device_flags, empty_loop):
+        check(50)
+        for count in FINITE_CHECK_CALLS:
+            sys.call_tracing(check, (count,))
 
 
 def _totals(path: Path) -> int:
@@ -382,6 +410,11 @@ def measure_instructions(names: list[str], args: argparse.Namespace) -> None:
             print(f"callgrind dumps in {kept} (callgrind_annotate reads them)")
     options = ", ".join(args.trainer_option) or "defaults"
     print(f"instructions per training step (callgrind; Trainer {options})")
+    short_calls, long_calls = FINITE_CHECK_CALLS
+    host, device, empty = (
+        (counts[-6 + 2 * index + 1] - counts[-6 + 2 * index]) / (long_calls - short_calls)
+        for index in range(3)
+    )
     for index, name in enumerate(names):
         short, long = WORKLOADS[name]["counted_steps"]
         hand_short, hand_long, trainer_short, trainer_long = counts[4 * index : 4 * index + 4]
@@ -392,6 +425,11 @@ def measure_instructions(names: list[str], args: argparse.Namespace) -> None:
             f"{trainer / hand:.4f} (target <= {WORKLOADS[name]['target']}); "
             f"{trainer - hand:+,.0f} per step (epochs of {short} and {long} steps)"
         )
+    print(
+        f"non-finite check per optimizer step: {host - empty:,.0f} read on the CPU (the Trainer's "
+        f"path there), {device - empty:,.0f} for the deferred device flag (3 kernels on the CPU "
+        f"here; on a GPU they are launched without waiting)"
+    )
 
 
 def _parse_option(text: str) -> tuple[str, Any]:

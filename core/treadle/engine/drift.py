@@ -324,10 +324,12 @@ class ProfileAccumulator:
                 raise DriftError(msg)
         self.reference = reference
         self._names = list(reference.features)
-        self._counts = {
-            name: np.zeros(len(reference.features[name].counts), np.int64) for name in self._names
-        }
-        self._missing = dict.fromkeys(self._names, 0)
+        bins = [len(reference.features[name].counts) for name in self._names]
+        #: every feature's counts in one array (reference order), so that a 2-D batch adds
+        #: its single bincount in one step; split per feature by profile()
+        self._offsets = np.concatenate([[0], np.cumsum(bins)]).astype(np.intp)
+        self._counts = np.zeros(int(self._offsets[-1]), dtype=np.int64)
+        self._missing = np.zeros(len(self._names), dtype=np.int64)
         self._num_samples = 0
         self._binner = _Binner()
         self._matrix_plan: _MatrixPlan | None = None
@@ -344,13 +346,14 @@ class ProfileAccumulator:
             if absent:
                 msg = f"The data lacks features of the reference profile: {', '.join(absent)}."
                 raise DriftError(msg)
-            for name in self._names:
+            offsets = self._offsets
+            for position, name in enumerate(self._names):
                 counts, missing = self._binner.counts(
                     columns[name],
                     self.reference.features[name].edges,  # type: ignore[arg-type]
                 )
-                self._counts[name] += counts
-                self._missing[name] += missing
+                self._counts[offsets[position] : offsets[position + 1]] += counts
+                self._missing[position] += missing
             self._num_samples += max((column.size for column in columns.values()), default=0)
             return
         matrix = _as_array(data)
@@ -366,24 +369,22 @@ class ProfileAccumulator:
         if plan is None or not plan.fits(matrix):
             self.update({f"feature_{index}": matrix[:, index] for index in range(matrix.shape[1])})
             return
-        all_counts, nan_counts = plan.counts(matrix)
-        for name, bins, nan_count in zip(
-            self._names, plan.split(all_counts), nan_counts, strict=True
-        ):
-            self._counts[name] += bins
-            self._missing[name] += nan_count
+        plan.add_counts(matrix, self._counts, self._missing)
         self._num_samples += matrix.shape[0]
 
     def profile(self) -> DataProfile:
         """The profile of every row given so far."""
+        counts = self._counts.tolist()
+        missing = self._missing.tolist()
+        offsets = self._offsets.tolist()
         features = {
             name: FeatureHistogram(
                 kind="numeric",
                 edges=self.reference.features[name].edges,
-                counts=tuple(self._counts[name].tolist()),
-                missing=self._missing[name],
+                counts=tuple(counts[offsets[position] : offsets[position + 1]]),
+                missing=missing[position],
             )
-            for name in self._names
+            for position, name in enumerate(self._names)
         }
         return DataProfile(features=features, num_samples=self._num_samples)
 
@@ -416,34 +417,31 @@ class _MatrixPlan:
                 [b / (edge[-1] - edge[0]) for b, edge in zip(bins, edges, strict=True)]  # type: ignore[index]
             ),
             last_bin=np.array(bins, dtype=np.float64) - 1,
-            offsets=np.concatenate([[0], np.cumsum(bins)[:-1]]).astype(np.int64),
+            offsets=np.concatenate([[0], np.cumsum(bins)[:-1]]).astype(np.int32),
             total_bins=int(sum(bins)),
         )
 
     def fits(self, matrix: np.ndarray) -> bool:
         return bool(matrix.shape[1] == self.low.shape[0])
 
-    def counts(self, matrix: np.ndarray) -> tuple[np.ndarray, list[int]]:
-        missing = [0] * matrix.shape[1]
+    def add_counts(self, matrix: np.ndarray, counts: np.ndarray, missing: np.ndarray) -> None:
+        """Add the batch's counts per bin (all features, one array) and NaNs per feature."""
+        nan_counts = None
         if not _sums_to_finite(matrix):
             is_nan = np.isnan(matrix)
-            missing = is_nan.sum(axis=0).tolist()
-            # a NaN goes to a bin of its own past the last, dropped below
+            nan_counts = is_nan.sum(axis=0)
+            # a NaN goes to its column's last bin and is taken out of it below
             matrix = np.where(is_nan, np.inf, matrix)
         scaled = matrix - self.low
         scaled *= self.scale
         np.clip(scaled, 0, self.last_bin, out=scaled)
-        indices = scaled.astype(np.int64)
+        indices = np.empty(scaled.shape, dtype=np.int32)
+        np.copyto(indices, scaled, casting="unsafe")  # truncation: floor, all being >= 0
         indices += self.offsets
-        counts = np.bincount(indices.ravel(), minlength=self.total_bins)
-        if any(missing):
-            # the inf stand-ins were clamped into each column's last bin: take them out
-            last = self.offsets + self.last_bin.astype(np.int64)
-            counts[last] -= np.asarray(missing, dtype=counts.dtype)
-        return counts, missing
-
-    def split(self, counts: np.ndarray) -> list[np.ndarray]:
-        return np.split(counts, self.offsets[1:])
+        counts += np.bincount(indices.ravel(), minlength=self.total_bins)
+        if nan_counts is not None:
+            missing += nan_counts
+            counts[self.offsets + self.last_bin.astype(np.int32)] -= nan_counts
 
 
 def _token_ids(sample: Any, input_key: str) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -605,7 +604,7 @@ class TrainingLoop:
         if loss_value is not None and norm is not None and not self._defers_finite_check:
             # a one-batch window on the CPU: its loss was read already, the norm is a read
             self._loss_value = None
-            if not (math.isfinite(norm.item()) and math.isfinite(loss_value)):
+            if not NonFiniteGuard.finite_on_host(norm, loss_value):
                 skipped_for = NON_FINITE
         else:
             self._loss_value = None

@@ -82,6 +82,12 @@ class NonFiniteGuard:
     # -- asking about one step ---------------------------------------------------------------
 
     @staticmethod
+    def finite_on_host(norm: torch.Tensor, loss: float) -> bool:
+        """Whether a CPU ``norm`` and a loss already read are both finite: the check of a
+        one-batch step on the CPU (a memory read and two comparisons)."""
+        return math.isfinite(norm.item()) and math.isfinite(loss)
+
+    @staticmethod
     def read_now(norm: torch.Tensor, losses: Sequence[torch.Tensor]) -> bool:
         """Whether ``norm`` and every loss are finite, read on the host (free on the CPU)."""
         if not math.isfinite(norm.item()):
