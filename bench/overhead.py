@@ -1,6 +1,7 @@
 """The Trainer's overhead against a hand-written PyTorch loop doing the same training.
 
-    .venv/bin/python bench/overhead.py [--repeats 5] [--threads 1] [--skip-rss]
+    .venv/bin/python bench/overhead.py [--repeats 7] [--threads 1] [--skip-rss]
+    .venv/bin/python bench/overhead.py --instructions [--workloads mlp]
 
 Two workloads: a tiny MLP classifier (where per-step overhead dominates) and a small causal
 transformer LM. For each, both contestants train the identical model (same initial weights),
@@ -10,7 +11,20 @@ defaults on: gradient monitor, console and JSONL loggers, checkpoints at the end
 timed span: both contestants are timed over the training epoch only). Runs alternate
 (hand, trainer, hand, ...) after a warm-up of each (the first AdamW loads torch._dynamo), on a
 fixed thread count; medians are printed with the ratio, and the batch losses of the two are
-compared for equality. Peak RSS is measured in a fresh process per contestant.
+compared for equality. Peak RSS is measured in a fresh process per contestant. Each line gives
+the medians, min/max over the rounds, the ratio of the medians and the range of the per-round
+ratios; the load average is printed before and after.
+
+``--instructions`` counts instructions instead of time, under valgrind's callgrind, so the
+figure does not depend on the machine's load: in one process (after the same warm-ups), each
+contestant trains on two epoch lengths, only those epochs are counted (``sys.call_tracing``
+toggles the collection), and the difference divided by the difference in steps is the
+instructions of one step, with every set-up and tear-down cost cancelled. Instructions are not
+time (a BLAS kernel retires more of them per cycle than the interpreter does), but the ratio
+moves with every change to the Python on the hot path, and is the same on a busy machine.
+``--trainer-option name=value`` (repeatable) changes the Trainer's TrainingConfig, to count
+what one feature costs. It also counts the non-finite check of one optimizer step alone (as the
+loop runs it on the CPU, and the deferred device flag), minus an empty loop's iteration.
 
 The machine is shared and noisy: read the ratio, and rerun before believing small differences.
 """
@@ -22,13 +36,16 @@ import copy
 import json
 import logging
 import math
+import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,6 +53,7 @@ import torch.nn.functional as F
 
 from treadle import hookimpl
 from treadle.config import TrainingConfig
+from treadle.engine.nonfinite import NonFiniteGuard
 from treadle.engine.trainer import Trainer
 from treadle.plugins import make_plugin_manager
 from treadle.task import TaskSpec
@@ -156,6 +174,13 @@ class LossRecorder:
         self.losses.append(loss)
 
 
+#: calls of the non-finite check counted alone, differenced as the epochs are
+FINITE_CHECK_CALLS = (200, 600)
+
+#: TrainingConfig changes for the Trainer (``--trainer-option``); empty: its defaults
+TRAINER_OPTIONS: dict[str, Any] = {}
+
+
 def with_trainer(
     model: torch.nn.Module,
     batches: list[Batch],
@@ -176,6 +201,7 @@ def with_trainer(
             keep_best_k=1,
             keep_last_n=1,
             device="cpu",
+            **TRAINER_OPTIONS,
         )
         # a tuple: ready batches (a list of dicts would be a dataset of samples)
         results = Trainer(model, None, config, task, device="cpu", plugin_manager=manager).train(
@@ -187,7 +213,9 @@ def with_trainer(
 WORKLOADS: dict[str, dict[str, Any]] = {
     "mlp": {
         "model": MLP,
-        "batches": lambda: mlp_batches(400),
+        "batches": mlp_batches,
+        "steps": 400,
+        "counted_steps": (100, 300),
         "task": lambda: TaskSpec.classification("bench", num_classes=10, modality="tabular"),
         "loss": classification_loss,
         "learning_rate": 1e-3,
@@ -195,7 +223,9 @@ WORKLOADS: dict[str, dict[str, Any]] = {
     },
     "transformer": {
         "model": CausalLM,
-        "batches": lambda: lm_batches(30),
+        "batches": lm_batches,
+        "steps": 30,
+        "counted_steps": (2, 6),
         "task": lambda: TaskSpec.language_modeling("bench", max_seq_len=64),
         "loss": lm_loss,
         "learning_rate": 1e-3,
@@ -204,9 +234,16 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 }
 
 
-def run_once(name: str, contestant: str, initial: torch.nn.Module, record: bool) -> Any:
+def run_once(
+    name: str,
+    contestant: str,
+    initial: torch.nn.Module,
+    record: bool,
+    batches: list[Batch] | None = None,
+) -> Any:
     workload = WORKLOADS[name]
-    batches = workload["batches"]()
+    if batches is None:
+        batches = workload["batches"](workload["steps"])
     model = copy.deepcopy(initial)
     if contestant == "hand":
         return hand_written(model, batches, workload["loss"], workload["learning_rate"])
@@ -224,16 +261,214 @@ def peak_rss_mb(name: str, contestant: str, threads: int) -> float:
     return float(json.loads(completed.stdout.strip().splitlines()[-1])["peak_rss_mb"])
 
 
+def load_average() -> str:
+    try:
+        return "load average " + ", ".join(f"{value:.2f}" for value in os.getloadavg())
+    except OSError:
+        return "load average unknown"
+
+
+def spread(values: list[float], scale: float, unit: str) -> str:
+    """``median (min-max) unit`` of ``values`` times ``scale``."""
+    median = statistics.median(values) * scale
+    return f"{median:.1f} {unit} (min {min(values) * scale:.1f}, max {max(values) * scale:.1f})"
+
+
+def measure_time(name: str, args: argparse.Namespace) -> None:
+    workload = WORKLOADS[name]
+    torch.manual_seed(0)
+    initial = workload["model"]()
+    run_once(name, "hand", initial, record=False)  # warm-up: dynamo import, allocator
+    run_once(name, "trainer", initial, record=False)
+    hand_times, trainer_times = [], []
+    hand_losses: list[float] = []
+    trainer_losses: list[float] = []
+    for _ in range(args.repeats):
+        seconds, hand_losses = run_once(name, "hand", initial, record=False)
+        hand_times.append(seconds)
+        seconds, _ = run_once(name, "trainer", initial, record=False)
+        trainer_times.append(seconds)
+    _, trainer_losses = run_once(name, "trainer", initial, record=True)
+    steps = len(hand_losses)
+    hand = statistics.median(hand_times)
+    trainer = statistics.median(trainer_times)
+    ratios = [t / h for t, h in zip(trainer_times, hand_times, strict=True)]
+    identical = hand_losses == trainer_losses
+    target = workload["target"]
+    print(
+        f"{name}: {steps} steps, {args.repeats} rounds; hand-written "
+        f"{spread(hand_times, 1e3, 'ms')}, Trainer {spread(trainer_times, 1e3, 'ms')}; "
+        f"ratio of medians {trainer / hand:.3f} (target <= {target}; per round "
+        f"{min(ratios):.3f}-{max(ratios):.3f}); {(trainer - hand) / steps * 1e6:+.1f} us/step "
+        f"({hand / steps * 1e6:.0f} us/step hand-written); losses identical: {identical}"
+    )
+    if not identical:
+        first = (
+            next(
+                i
+                for i, (a, b) in enumerate(zip(hand_losses, trainer_losses, strict=True))
+                if a != b
+            )
+            if len(hand_losses) == len(trainer_losses)
+            else None
+        )
+        print(f"  first difference at step {first}: lengths {steps} / {len(trainer_losses)}")
+    if not args.skip_rss:
+        hand_rss = peak_rss_mb(name, "hand", args.threads)
+        trainer_rss = peak_rss_mb(name, "trainer", args.threads)
+        print(
+            f"  peak RSS: hand-written {hand_rss:.0f} MB, Trainer {trainer_rss:.0f} MB, "
+            f"difference {trainer_rss - hand_rss:+.0f} MB (target < 50 MB)"
+        )
+
+
+# -- instruction counts -------------------------------------------------------------------
+
+
+def count_child(names: list[str]) -> None:
+    """Under callgrind: per workload, warm both contestants up uncounted, then train each on
+    the workload's two counted epoch lengths inside ``sys.call_tracing``, the function whose
+    entry and exit toggle the collection (one dump per call)."""
+    for name in names:
+        workload = WORKLOADS[name]
+        torch.manual_seed(0)
+        initial = workload["model"]()
+        warm_up = workload["batches"](workload["counted_steps"][0])
+        run_once(name, "hand", initial, record=False, batches=warm_up)
+        run_once(name, "trainer", initial, record=False, batches=warm_up)
+        for contestant in ("hand", "trainer"):
+            for steps in workload["counted_steps"]:
+                batches = workload["batches"](steps)
+                sys.call_tracing(run_once, (name, contestant, initial, False, batches))
+    # the non-finite check of one step, alone: as the loop runs it on the CPU (the loss is read
+    # anyway, for the epoch's sum), and the device flag of the deferred path
+    norm, loss = torch.tensor(0.5), torch.tensor(2.3)
+    value = loss.item()
+    guard = NonFiniteGuard()
+
+    def host_checks(count: int) -> None:
+        for _ in range(count):
+            if not NonFiniteGuard.finite_on_host(norm, value) or not guard.is_clear:
+                raise AssertionError
+
+    def device_flags(count: int) -> None:
+        for _ in range(count):
+            NonFiniteGuard.device_flag(norm, [loss])
+
+    def empty_loop(count: int) -> None:
+        for _ in range(count):
+            pass
+
+    for check in (host_checks, device_flags, empty_loop):
+        check(50)
+        for count in FINITE_CHECK_CALLS:
+            sys.call_tracing(check, (count,))
+
+
+def _totals(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    msg = f"no totals line in {path}"
+    raise RuntimeError(msg)
+
+
+def measure_instructions(names: list[str], args: argparse.Namespace) -> None:
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("--instructions needs valgrind (apt-get install valgrind)")
+        raise SystemExit(2)
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "callgrind.out"
+        command = [
+            valgrind,
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=sys_call_tracing",
+            "--dump-after=sys_call_tracing",
+            f"--callgrind-out-file={output}",
+            sys.executable,
+            __file__,
+            "--count-child",
+            ",".join(names),
+            "--threads",
+            str(args.threads),
+        ]
+        for option in args.trainer_option:
+            command += ["--trainer-option", option]
+        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        if completed.returncode != 0:
+            print(completed.stdout + completed.stderr)
+            raise SystemExit(completed.returncode)
+        dumps = sorted(Path(folder).glob("callgrind.out.*"), key=lambda path: int(path.suffix[1:]))
+        counts = [_totals(path) for path in dumps]
+        if args.keep_dumps:
+            kept = Path(args.keep_dumps)
+            kept.mkdir(parents=True, exist_ok=True)
+            for path in dumps:
+                shutil.copy(path, kept / path.name)
+            print(f"callgrind dumps in {kept} (callgrind_annotate reads them)")
+    options = ", ".join(args.trainer_option) or "defaults"
+    print(f"instructions per training step (callgrind; Trainer {options})")
+    short_calls, long_calls = FINITE_CHECK_CALLS
+    host, device, empty = (
+        (counts[-6 + 2 * index + 1] - counts[-6 + 2 * index]) / (long_calls - short_calls)
+        for index in range(3)
+    )
+    for index, name in enumerate(names):
+        short, long = WORKLOADS[name]["counted_steps"]
+        hand_short, hand_long, trainer_short, trainer_long = counts[4 * index : 4 * index + 4]
+        hand = (hand_long - hand_short) / (long - short)
+        trainer = (trainer_long - trainer_short) / (long - short)
+        print(
+            f"{name}: hand-written {hand:,.0f}, Trainer {trainer:,.0f}; ratio "
+            f"{trainer / hand:.4f} (target <= {WORKLOADS[name]['target']}); "
+            f"{trainer - hand:+,.0f} per step (epochs of {short} and {long} steps)"
+        )
+    print(
+        f"non-finite check per optimizer step: {host - empty:,.0f} read on the CPU (the Trainer's "
+        f"path there), {device - empty:,.0f} for the deferred device flag (3 kernels on the CPU "
+        f"here; on a GPU they are launched without waiting)"
+    )
+
+
+def _parse_option(text: str) -> tuple[str, Any]:
+    name, _, value = text.partition("=")
+    try:
+        return name, json.loads(value)
+    except json.JSONDecodeError:
+        return name, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workloads", default="mlp,transformer")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind"
+    )
+    parser.add_argument(
+        "--trainer-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a TrainingConfig field for the Trainer (value as JSON), e.g. loggers=[]",
+    )
+    parser.add_argument(
+        "--keep-dumps",
+        metavar="DIR",
+        help="with --instructions: copy the callgrind dumps there (hand short, hand long, "
+        "Trainer short, Trainer long per workload)",
+    )
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--count-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
+    TRAINER_OPTIONS.update(_parse_option(option) for option in args.trainer_option)
+    names = args.workloads.split(",")
     if args.rss_child:
         name, contestant = args.rss_child
         torch.manual_seed(0)
@@ -241,51 +476,19 @@ def main() -> None:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps({"peak_rss_mb": peak}))
         return
-    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} alternating runs")
-    for name in args.workloads.split(","):
-        torch.manual_seed(0)
-        initial = WORKLOADS[name]["model"]()
-        run_once(name, "hand", initial, record=False)  # warm-up: dynamo import, allocator
-        run_once(name, "trainer", initial, record=False)
-        hand_times, trainer_times = [], []
-        hand_losses: list[float] = []
-        trainer_losses: list[float] = []
-        for _ in range(args.repeats):
-            seconds, hand_losses = run_once(name, "hand", initial, record=False)
-            hand_times.append(seconds)
-            seconds, _ = run_once(name, "trainer", initial, record=False)
-            trainer_times.append(seconds)
-        _, trainer_losses = run_once(name, "trainer", initial, record=True)
-        steps = len(hand_losses)
-        hand = statistics.median(hand_times)
-        trainer = statistics.median(trainer_times)
-        identical = hand_losses == trainer_losses
-        target = WORKLOADS[name]["target"]
-        print(
-            f"{name}: {steps} steps; hand-written median {hand * 1e3:.1f} ms "
-            f"({hand / steps * 1e6:.0f} us/step), Trainer median {trainer * 1e3:.1f} ms "
-            f"({trainer / steps * 1e6:.0f} us/step); ratio {trainer / hand:.3f} "
-            f"(target <= {target}); +{(trainer - hand) / steps * 1e6:.1f} us/step; "
-            f"losses identical: {identical}"
-        )
-        if not identical:
-            first = (
-                next(
-                    i
-                    for i, (a, b) in enumerate(zip(hand_losses, trainer_losses, strict=True))
-                    if a != b
-                )
-                if len(hand_losses) == len(trainer_losses)
-                else None
-            )
-            print(f"  first difference at step {first}: lengths {steps} / {len(trainer_losses)}")
-        if not args.skip_rss:
-            hand_rss = peak_rss_mb(name, "hand", args.threads)
-            trainer_rss = peak_rss_mb(name, "trainer", args.threads)
-            print(
-                f"  peak RSS: hand-written {hand_rss:.0f} MB, Trainer {trainer_rss:.0f} MB, "
-                f"difference {trainer_rss - hand_rss:+.0f} MB (target < 50 MB)"
-            )
+    if args.count_child:
+        count_child(args.count_child.split(","))
+        return
+    if args.instructions:
+        measure_instructions(names, args)
+        return
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} alternating "
+        f"rounds; {load_average()}"
+    )
+    for name in names:
+        measure_time(name, args)
+    print(f"after: {load_average()}")
 
 
 if __name__ == "__main__":
