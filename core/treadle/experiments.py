@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from treadle.errors import ConfigError, UnknownNameError
+from treadle.optional import require
 from treadle.storage import (
     DEFAULT_LOCATION,
     RUN_STATUSES,
@@ -263,6 +264,7 @@ class ExperimentDB:
         self, limit: int | None = None, *, name: str | None = None, status: str | None = None
     ) -> pandas.DataFrame:
         """Runs, newest first, as a DataFrame with :data:`RUN_COLUMNS`."""
+        require("pandas", extra="pandas", feature="ExperimentDB's tables")
         import pandas
 
         runs = self.find_runs(name=name, status=status, limit=limit)
@@ -298,6 +300,7 @@ class ExperimentDB:
             (``superseded`` True).
         :raises UnknownNameError: no run has this id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB's tables")
         import pandas
 
         self.get_run(run_id)
@@ -329,6 +332,7 @@ class ExperimentDB:
 
         :raises UnknownNameError: no run has this id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB's tables")
         import pandas
 
         self.get_run(run_id)
@@ -355,6 +359,7 @@ class ExperimentDB:
             ``min`` or ``max`` (NaN ignored).
         :raises UnknownNameError: an id names no run; the message lists every such id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB's tables")
         import pandas
 
         if reduce not in _REDUCTIONS:
