@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from treadle.config.training import PluginsConfig
 from treadle.engine.trainer import Trainer
 from treadle.errors import ConfigError
 from treadle.plugins import PluginManager
+from treadle.task import TaskSpec
 
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("sqlalchemy")
@@ -41,10 +41,10 @@ def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path: Path, migrated_store: Path) -> Iterator[dict[str, str]]:
+def store(tmp_path: Path, migrated_store: Path) -> dict[str, str]:
     path = tmp_path / "mlflow.db"
     shutil.copyfile(migrated_store, path)
-    yield {
+    return {
         "tracking_uri": f"sqlite:///{path}",
         "artifact_location": str(tmp_path / "artifacts"),
         "experiment": "tests",
@@ -95,6 +95,25 @@ def train(
         TinyClassifier(), None, config, task, device="cpu", plugin_manager=manager(*extra)
     )
     return trainer.train(Blobs(64, seed=0), Blobs(32, seed=1))
+
+
+class TokenBag(torch.nn.Module):
+    """Mean of token embeddings, then a linear layer: a text classifier small enough to export."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(32, 8)
+        self.out = torch.nn.Linear(8, 2)
+
+    def forward(self, input_ids: torch.Tensor, **unused: Any) -> torch.Tensor:
+        return self.out(self.embed(input_ids).mean(dim=1))
+
+
+def token_samples(size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 32, (size, 6), generator=generator)
+    labels = (ids[:, 0] > 16).long()
+    return [{"input_ids": row, "labels": label} for row, label in zip(ids, labels, strict=True)]
 
 
 def client(store: dict[str, str]) -> Any:
@@ -167,7 +186,19 @@ def test_best_checkpoint_bundle_and_registration_on_request(
     tmp_path: Path, store: dict[str, str]
 ) -> None:
     options = {**store, "log_best_checkpoint": True, "log_bundle": True, "register_as": "blobs"}
-    results = train(tmp_path / "run", options, export_formats=("pytorch",))
+    config = small_config(
+        tmp_path / "run",
+        epochs=1,
+        vocab_size=32,
+        max_seq_len=6,
+        export_formats=("torchscript",),
+        plugins=PluginsConfig(options={"mlflow": options}),
+    )
+    torch.manual_seed(0)
+    task = TaskSpec.classification("tokens", num_classes=2, modality="text", collator="stack")
+    results = Trainer(TokenBag(), None, config, task, device="cpu", plugin_manager=manager()).train(
+        token_samples(32, 0), token_samples(16, 1)
+    )
     run = only_run(store)
     listed = {item.path for item in client(store).list_artifacts(run.info.run_id, "checkpoints")}
     assert listed == {f"checkpoints/{Path(results['best_checkpoint']).name}"}
