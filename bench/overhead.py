@@ -12,6 +12,15 @@ timed span: both contestants are timed over the training epoch only). Runs alter
 fixed thread count; medians are printed with the ratio, and the batch losses of the two are
 compared for equality. Peak RSS is measured in a fresh process per contestant.
 
+A third workload, ``hf_gpt2``, is a Hugging Face ``GPT2LMHeadModel`` (2 layers, 64 wide, built
+from its config by the ``hf`` model plugin: ``transformers`` needed) on the same kind of
+batches; its lines add tokens per second for both contestants (``--workloads hf_gpt2``).
+
+``--loggers tensorboard,mlflow`` measures what each logger adds to a step instead: the MLP
+through the Trainer with ``log_every_n_steps=1``, without and with that logger (alternating),
+printing the wall and process-CPU ratios (process CPU counts the loggers' writer threads) and
+the CPU the training thread spends inside the logger's calls. The target is under 2%.
+
 The machine is shared and noisy: read the ratio, and rerun before believing small differences.
 """
 
@@ -184,6 +193,34 @@ def with_trainer(
     return results["history"][0]["epoch_time"], [float(loss) for loss in recorder.losses]
 
 
+def hf_gpt2() -> torch.nn.Module:
+    """A 2-layer, 64-wide GPT-2 over the 259-id byte vocabulary, from the ``hf`` plugin."""
+    from treadle.config import PluginsConfig
+    from treadle_hf.models import build_hf_model
+
+    config = TrainingConfig(
+        vocab_size=259,
+        max_seq_len=64,
+        plugins=PluginsConfig(
+            options={
+                "hf": {
+                    "model": "gpt2",
+                    # no dropout: the hand loop and the Trainer draw no random numbers
+                    "config": {
+                        "n_layer": 2,
+                        "n_embd": 64,
+                        "n_head": 2,
+                        "resid_pdrop": 0.0,
+                        "embd_pdrop": 0.0,
+                        "attn_pdrop": 0.0,
+                    },
+                }
+            }
+        ),
+    )
+    return build_hf_model(config, TaskSpec.language_modeling("bench", max_seq_len=64))
+
+
 WORKLOADS: dict[str, dict[str, Any]] = {
     "mlp": {
         "model": MLP,
@@ -200,6 +237,15 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "loss": lm_loss,
         "learning_rate": 1e-3,
         "target": 1.02,
+    },
+    "hf_gpt2": {
+        "model": hf_gpt2,
+        "batches": lambda: lm_batches(30),
+        "task": lambda: TaskSpec.language_modeling("bench", max_seq_len=64),
+        "loss": lm_loss,
+        "learning_rate": 1e-3,
+        "target": 1.02,
+        "tokens_per_step": 16 * 64,
     },
 }
 
@@ -224,12 +270,100 @@ def peak_rss_mb(name: str, contestant: str, threads: int) -> float:
     return float(json.loads(completed.stdout.strip().splitlines()[-1])["peak_rss_mb"])
 
 
+#: Training-thread CPU seconds spent inside the measured logger's calls.
+_inside_logger = [0.0]
+
+
+def _timed_logger(cls: type) -> type:
+    """A subclass of logger class ``cls`` whose ``log_metrics``, ``flush`` and ``begin`` (what
+    its hooks call) add their thread CPU time to ``_inside_logger``."""
+
+    def timed(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            entered = time.thread_time()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _inside_logger[0] += time.thread_time() - entered
+
+        return call
+
+    methods = {name: timed(getattr(cls, name)) for name in ("log_metrics", "flush", "begin")}
+    return type(f"Timed{cls.__name__}", (cls,), methods)
+
+
+def logger_epoch(
+    folder: str, data: list[Batch], logger_name: str | None, options: dict[str, Any]
+) -> tuple[float, float, float]:
+    """(epoch wall seconds, process CPU seconds of ``train``, training-thread CPU seconds
+    inside the logger's calls) of the MLP with ``log_every_n_steps=1``."""
+    from treadle.config import PluginsConfig
+
+    manager = make_plugin_manager()
+    if logger_name is not None:
+        registry = manager.registry("loggers")
+        registry.register(logger_name, _timed_logger(registry.get(logger_name)), override=True)
+    _inside_logger[0] = 0.0
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(dir=folder) as run_dir:
+        config = TrainingConfig(
+            epochs=1,
+            batch_size=32,
+            learning_rate=1e-3,
+            checkpoint_dir=run_dir,
+            experiment_location=None,
+            loggers=(),
+            log_every_n_steps=1,
+            keep_best_k=1,
+            keep_last_n=1,
+            device="cpu",
+            plugins=PluginsConfig(options={logger_name: options} if logger_name else {}),
+        )
+        task = TaskSpec.classification("bench", num_classes=10, modality="tabular")
+        trainer = Trainer(MLP(), None, config, task, device="cpu", plugin_manager=manager)
+        started = time.process_time()
+        results = trainer.train(tuple(data), None)
+        cpu = time.process_time() - started
+    return float(results["history"][0]["epoch_time"]), cpu, _inside_logger[0]
+
+
+def bench_loggers(names: list[str], repeats: int) -> None:
+    data = mlp_batches(1000)
+    with tempfile.TemporaryDirectory() as folder:
+        for name in names:
+            options: dict[str, Any] = {}
+            if name == "mlflow":
+                options = {"tracking_uri": f"sqlite:///{folder}/mlflow.db", "experiment": "bench"}
+            logger_epoch(folder, data, None, {})  # warm-up: dynamo, the logger's imports
+            logger_epoch(folder, data, name, options)
+            plain, logged = [], []
+            for _ in range(repeats):
+                plain.append(logger_epoch(folder, data, None, {}))
+                logged.append(logger_epoch(folder, data, name, options))
+            for index, kind in enumerate(("wall", "process CPU")):
+                base = statistics.median(run[index] for run in plain)
+                other = statistics.median(run[index] for run in logged)
+                print(
+                    f"{name}: MLP, 1000 steps, log_every_n_steps=1, {kind}: "
+                    f"{base * 1e3:.0f} ms without, {other * 1e3:.0f} ms with: ratio "
+                    f"{other / base:.3f} ({(other - base) / len(data) * 1e6:+.1f} us/step)"
+                )
+            shares = [run[2] / run[1] for run in logged]
+            per_step = statistics.median(run[2] for run in logged) / len(data) * 1e6
+            print(
+                f"{name}: training thread inside the logger's calls: "
+                f"{statistics.median(shares):.2%} of train()'s CPU, {per_step:.1f} us/step "
+                f"(target: under 2%)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workloads", default="mlp,transformer")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--loggers", help="measure these loggers' per-step cost instead")
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -242,6 +376,9 @@ def main() -> None:
         print(json.dumps({"peak_rss_mb": peak}))
         return
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} alternating runs")
+    if args.loggers:
+        bench_loggers(args.loggers.split(","), args.repeats)
+        return
     for name in args.workloads.split(","):
         torch.manual_seed(0)
         initial = WORKLOADS[name]["model"]()
@@ -268,6 +405,12 @@ def main() -> None:
             f"(target <= {target}); +{(trainer - hand) / steps * 1e6:.1f} us/step; "
             f"losses identical: {identical}"
         )
+        tokens = WORKLOADS[name].get("tokens_per_step")
+        if tokens:
+            print(
+                f"  tokens/s: hand-written {tokens * steps / hand:,.0f}, "
+                f"Trainer {tokens * steps / trainer:,.0f}"
+            )
         if not identical:
             first = (
                 next(

@@ -264,7 +264,7 @@ class ExperimentDB:
         self, limit: int | None = None, *, name: str | None = None, status: str | None = None
     ) -> pandas.DataFrame:
         """Runs, newest first, as a DataFrame with :data:`RUN_COLUMNS`."""
-        require("pandas", extra="pandas", feature="ExperimentDB's tables")
+        require("pandas", extra="pandas", feature="ExperimentDB.list_runs")
         import pandas
 
         runs = self.find_runs(name=name, status=status, limit=limit)
@@ -300,7 +300,7 @@ class ExperimentDB:
             (``superseded`` True).
         :raises UnknownNameError: no run has this id.
         """
-        require("pandas", extra="pandas", feature="ExperimentDB's tables")
+        require("pandas", extra="pandas", feature="ExperimentDB.get_metrics")
         import pandas
 
         self.get_run(run_id)
@@ -332,7 +332,7 @@ class ExperimentDB:
 
         :raises UnknownNameError: no run has this id.
         """
-        require("pandas", extra="pandas", feature="ExperimentDB's tables")
+        require("pandas", extra="pandas", feature="ExperimentDB.get_history")
         import pandas
 
         self.get_run(run_id)
@@ -359,7 +359,7 @@ class ExperimentDB:
             ``min`` or ``max`` (NaN ignored).
         :raises UnknownNameError: an id names no run; the message lists every such id.
         """
-        require("pandas", extra="pandas", feature="ExperimentDB's tables")
+        require("pandas", extra="pandas", feature="ExperimentDB.compare_runs")
         import pandas
 
         if reduce not in _REDUCTIONS:

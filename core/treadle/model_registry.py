@@ -459,9 +459,7 @@ def _profile_data(profile: object) -> dict[str, Any] | None:
 
 
 def _frame(entries: Sequence[ModelRegistryEntry]) -> pandas.DataFrame:
-    require(
-        "pandas", extra="pandas", feature="ModelRegistry's tables (list_models, compare_models)"
-    )
+    require("pandas", extra="pandas", feature="A ModelRegistry table (list_models, compare_models)")
     import pandas
 
     metric_names: dict[str, None] = {}

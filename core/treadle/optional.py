@@ -3,7 +3,9 @@
 A lean ``pip install treadle`` trains; formats, jobs and tables come with extras
 (``treadle[onnx]``, ``treadle[jobs]``, ``treadle[pandas]``, ``treadle[all]``)::
 
-    pandas = require("pandas", extra="pandas", feature="ExperimentDB.list_runs")
+    def list_runs(self) -> pandas.DataFrame:
+        require("pandas", extra="pandas", feature="ExperimentDB.list_runs")
+        import pandas  # typed as usual; the call above failed with the fix if it is missing
 """
 
 from __future__ import annotations

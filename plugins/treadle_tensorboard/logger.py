@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from treadle import hookimpl
 from treadle.background import BackgroundWriter
 from treadle.errors import ConfigError, PluginLoadError
+from treadle_tensorboard.events import EventFile
 
 if TYPE_CHECKING:
     from treadle.config import TrainingConfig
@@ -51,16 +53,15 @@ OPTION_KEYS = frozenset({"log_dir", "hparams", "flush_seconds"})
 Row = tuple[int, float, dict[str, float]]
 
 
-def _import_writer() -> Any:
+def _check_installed() -> None:
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        import tensorboard.compat.proto.event_pb2  # noqa: F401
     except ImportError as err:
         msg = (
             "The 'tensorboard' logger needs tensorboard: "
             f'pip install "treadle[tensorboard]" ({err})'
         )
         raise PluginLoadError(msg) from err
-    return SummaryWriter
 
 
 class TensorBoardLogger:
@@ -77,7 +78,7 @@ class TensorBoardLogger:
     def __init__(
         self, training_config: TrainingConfig | None = None, run_dir: Path | None = None
     ) -> None:
-        self._summary_writer_class = _import_writer()
+        _check_installed()
         options: dict[str, Any] = {}
         if training_config is not None:
             options = dict(training_config.plugins.options.get("tensorboard", {}))
@@ -104,7 +105,8 @@ class TensorBoardLogger:
         self.log_dir = log_dir
         self.training_config = training_config
         self.write_hparams = bool(options.get("hparams", True))
-        self._writer: Any = None
+        self._events: EventFile | None = None
+        self._opening = threading.Lock()
         self._rows: BackgroundWriter[Row] = BackgroundWriter(
             self._write_rows, name="tensorboard", max_delay_seconds=float(flush_seconds)
         )
@@ -127,10 +129,9 @@ class TensorBoardLogger:
         """Open the event file. ``global_step > 0``: the run resumed after that step, and
         TensorBoard is told to drop later steps of the interrupted attempt. A fresh run also
         writes its hyperparameters and config."""
-        if self._writer is not None:
-            return
         resumed = global_step > 0
-        self._open(purge_step=global_step + 1 if resumed else None)
+        if not self._open(purge_step=global_step + 1 if resumed else None):
+            return
         config = self.training_config
         if config is None:
             return
@@ -152,12 +153,12 @@ class TensorBoardLogger:
             ):
                 self._add_summary(part, 0)
 
-    def _open(self, purge_step: int | None) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        # flush_secs: the writer thread flushes at hand-overs; this is only a backstop
-        self._writer = self._summary_writer_class(
-            log_dir=str(self.log_dir), purge_step=purge_step, max_queue=1000, flush_secs=30
-        )
+    def _open(self, purge_step: int | None) -> bool:
+        """Open the run's new event file; ``False`` when it is open already."""
+        with self._opening:
+            if self._events is not None:
+                return False
+            self._events = EventFile(self.log_dir, purge_step=purge_step)
         if purge_step is not None:
             logger.info(
                 "tensorboard: %s continues at step %d (later steps of the interrupted attempt "
@@ -165,9 +166,13 @@ class TensorBoardLogger:
                 self.log_dir,
                 purge_step,
             )
+        return True
 
     def _add_summary(self, summary: Any, step: int) -> None:
-        self._writer.file_writer.add_summary(summary, step, time.time())
+        from tensorboard.compat.proto.event_pb2 import Event
+
+        assert self._events is not None
+        self._events.write(Event(wall_time=time.time(), step=step, summary=summary))
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer ``metrics`` at optimizer ``step`` (written on the logger's thread)."""
@@ -178,26 +183,34 @@ class TensorBoardLogger:
 
     def _write_rows(self, rows: list[Row]) -> None:
         """On the writer thread: one event per ``log_metrics`` call, then a file flush."""
+        from tensorboard.compat.proto.event_pb2 import Event
         from tensorboard.compat.proto.summary_pb2 import Summary
 
-        if self._writer is None:
-            self._open(purge_step=None)  # used without a Trainer: no run start was heard
-        file_writer = self._writer.file_writer
+        self._open(purge_step=None)  # used without a Trainer, no run start was heard
+        assert self._events is not None
         value = Summary.Value
-        for step, wall_time, metrics in rows:
-            summary = Summary(
-                value=[
-                    value(tag=name, simple_value=float(number)) for name, number in metrics.items()
-                ]
-            )
-            file_writer.add_summary(summary, int(step), wall_time)
-        file_writer.flush()
+        self._events.write_many(
+            [
+                Event(
+                    wall_time=wall_time,
+                    step=step,
+                    summary=Summary(
+                        value=[
+                            value(tag=name, simple_value=float(number))
+                            for name, number in metrics.items()
+                        ]
+                    ),
+                )
+                for step, wall_time, metrics in rows
+            ]
+        )
+        self._events.flush()
 
     def flush(self) -> None:
         """Write every event so far to the event file."""
         self._rows.flush()
-        if self._writer is not None:
-            self._writer.flush()
+        if self._events is not None:
+            self._events.flush()
 
     def close(self) -> None:
         """Write what is buffered and close the event file; calling it again does nothing."""
@@ -207,8 +220,8 @@ class TensorBoardLogger:
         try:
             self._rows.close()
         finally:
-            if self._writer is not None:
-                self._writer.close()
+            if self._events is not None:
+                self._events.close()
 
 
 def flat_hparams(

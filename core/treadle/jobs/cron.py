@@ -29,7 +29,7 @@ class CronSchedule:
     """
 
     def __init__(self, schedule_expr: str, timezone: str = "UTC") -> None:
-        require("croniter", extra="jobs", feature="Cron schedules")
+        require("croniter", extra="jobs", feature="CronSchedule")
         from croniter import CroniterError, croniter
 
         self.expression = schedule_expr
