@@ -98,8 +98,10 @@ class AdapterModel(HFModel):
         }
         self.adapter_names = {f"model.{name}" for name in trainable}
         self.fingerprint = base_fingerprint(model, trainable)
-        self.register_state_dict_post_hook(_keep_adapters)
-        self.register_load_state_dict_post_hook(_base_comes_from_reference)
+        self.register_state_dict_post_hook(_keep_adapters)  # type: ignore[no-untyped-call]
+        self.register_load_state_dict_post_hook(  # type: ignore[no-untyped-call]
+            _base_comes_from_reference
+        )
 
     @property
     def peft_config(self) -> Any:
@@ -124,7 +126,8 @@ class AdapterModel(HFModel):
     def for_export(self) -> torch.nn.Module:
         """A copy with the adapters merged into the base weights (``merge_and_unload``): a
         plain ``transformers`` model, as fast as the base and runnable without ``peft``."""
-        merged = copy.deepcopy(self.model).merge_and_unload()
+        copied: Any = copy.deepcopy(self.model)
+        merged: torch.nn.Module = copied.merge_and_unload()
         return HFModel(merged, reference=self.reference, is_causal=self.is_causal).eval()
 
 

@@ -88,11 +88,12 @@ def build_hf_model(training_config: TrainingConfig, task_spec: TaskSpec) -> HFMo
     """
     options = read_options(training_config.plugins.options.get("hf", {}))
     transformers = import_transformers()
+    task_fields: dict[str, Any] = {}
     if task_spec.task_type == "language_modeling":
-        auto_class, task_fields = transformers.AutoModelForCausalLM, {}
+        auto_class = transformers.AutoModelForCausalLM
     elif task_spec.task_type in _CLASSIFICATION and task_spec.num_classes:
         auto_class = transformers.AutoModelForSequenceClassification
-        task_fields = {"num_labels": task_spec.num_classes}
+        task_fields["num_labels"] = task_spec.num_classes
         if task_spec.task_type == "multilabel_classification":
             task_fields["problem_type"] = "multi_label_classification"
     else:

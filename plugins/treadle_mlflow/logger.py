@@ -352,7 +352,7 @@ class MlflowLogger:
             None,
             trainer.task_spec,
             config,
-            output_dir=trainer.run_dir / "mlflow-export",
+            output_dir=(self.run_dir or Path.cwd()) / "mlflow-export",
             formats=formats,
         )
 
