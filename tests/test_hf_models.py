@@ -17,6 +17,7 @@ from tests.trainer_fixtures import needs_main_job
 from treadle import hookimpl
 from treadle.config.training import PluginsConfig
 from treadle.errors import ConfigError
+from treadle.model_loading import load_checkpoint_model
 from treadle.plugins import PluginManager, make_plugin_manager
 from treadle.run_setup import build_run_setup, resolve_config
 
@@ -222,9 +223,10 @@ def test_lora_trains_only_adapters_checkpoints_them_alone_and_exports_merged(
     assert saved["_extra_state"]["base"]["model"] == "gpt2"
     assert saved["_extra_state"]["base"]["peft"]["r"] == 4
 
-    # a fresh process's way back: rebuild base + adapters from config, load the adapters
-    rebuilt = build_run_setup(config, plugins).model
-    rebuilt.load_state_dict(saved)
+    # the registry's and `treadle export`'s way back: base rebuilt from the checkpoint's
+    # config (whatever the RNG did meanwhile), adapters loaded into it
+    torch.rand(1000)
+    rebuilt, _, _ = load_checkpoint_model(results["best_checkpoint"], plugins)
     inputs = torch.randint(0, 259, (2, 12))
     setup.model.eval()
     rebuilt.eval()

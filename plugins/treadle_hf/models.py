@@ -102,6 +102,21 @@ def build_hf_model(training_config: TrainingConfig, task_spec: TaskSpec) -> HFMo
             f"{task_spec.name!r} is {task_spec.task_type!r} ({task_spec.modality})"
         )
         raise ConfigError(msg)
+    # random weights and adapters are a function of the config alone: loading a checkpoint
+    # (resume, export, the registry) rebuilds the very same base, whatever ran before
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(training_config.random_seed)
+        return _assemble(transformers, auto_class, options, training_config, task_spec, task_fields)
+
+
+def _assemble(
+    transformers: Any,
+    auto_class: Any,
+    options: HFOptions,
+    training_config: TrainingConfig,
+    task_spec: TaskSpec,
+    task_fields: Mapping[str, Any],
+) -> HFModel:
     model, source = _build(
         transformers, auto_class, options, training_config, task_spec, task_fields
     )
