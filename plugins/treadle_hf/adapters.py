@@ -57,6 +57,8 @@ def wrap_in_adapters(
         msg = f"plugins.options.hf.peft: unknown method {options['method']!r}; peft knows {known}"
         raise ConfigError(msg)
     fields.setdefault("task_type", "CAUSAL_LM" if is_causal else "SEQ_CLS")
+    if method == "LORA" and "fan_in_fan_out" not in fields and _has_conv1d(model):
+        fields["fan_in_fan_out"] = True  # GPT-2's Conv1D stores weights transposed
     for key in ("target_modules", "modules_to_save", "layers_to_transform"):
         if isinstance(fields.get(key), tuple):
             fields[key] = list(fields[key])  # --set turns JSON lists into tuples
@@ -66,6 +68,12 @@ def wrap_in_adapters(
     except (TypeError, ValueError) as err:
         msg = f"plugins.options.hf.peft does not fit {type(model).__name__}: {err}"
         raise ConfigError(msg) from err
+
+
+def _has_conv1d(model: torch.nn.Module) -> bool:
+    from transformers.pytorch_utils import Conv1D
+
+    return any(isinstance(module, Conv1D) for module in model.modules())
 
 
 def base_fingerprint(model: torch.nn.Module, adapter_names: set[str]) -> str:
