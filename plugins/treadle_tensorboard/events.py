@@ -89,9 +89,12 @@ class EventFile:
         with self._lock:
             self._file.write(b"".join(records))
 
-    def flush(self) -> None:
+    def flush(self, *, durable: bool = False) -> None:
+        """Hand what is written to the OS; ``durable``: and to the disk (``fsync``)."""
         with self._lock:
             self._file.flush()
+            if durable:
+                os.fsync(self._file.fileno())
 
     def close(self) -> None:
         with self._lock:

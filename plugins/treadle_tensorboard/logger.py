@@ -120,8 +120,9 @@ class TensorBoardLogger:
 
     @hookimpl
     def treadle_on_save_checkpoint(self) -> None:
-        # what the run logged up to the checkpoint is on disk before the checkpoint is
-        self.flush()
+        # what the run logged up to the checkpoint is on disk before the checkpoint is: a
+        # resume drops the steps after it, and must find those before it
+        self.flush(durable=True)
 
     # -- the event file --------------------------------------------------------------------
 
@@ -140,12 +141,8 @@ class TensorBoardLogger:
         text = json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str)
         # four-space indent: TensorBoard's text dashboard renders Markdown, this as code
         block = "\n".join("    " + line for line in text.splitlines())
-        self._add_summary(
-            summary.text(  # type: ignore[no-untyped-call]
-                "config", block
-            ),
-            global_step,
-        )
+        text_summary = summary.text("config", block)  # type: ignore[no-untyped-call]
+        self._add_summary(text_summary, global_step)
         if self.write_hparams and not resumed:
             metrics = {config.monitor_metric: math.nan, "train_loss": math.nan}
             for part in summary.hparams(  # type: ignore[no-untyped-call]
@@ -206,11 +203,11 @@ class TensorBoardLogger:
         )
         self._events.flush()
 
-    def flush(self) -> None:
-        """Write every event so far to the event file."""
+    def flush(self, *, durable: bool = False) -> None:
+        """Write every event so far to the event file (``durable``: and ``fsync`` it)."""
         self._rows.flush()
         if self._events is not None:
-            self._events.flush()
+            self._events.flush(durable=durable)
 
     def close(self) -> None:
         """Write what is buffered and close the event file; calling it again does nothing."""
