@@ -16,13 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from tests.trainer_fixtures import needs_main_job
 
 #: What a lean install lacks: the extras onnx, pandas and jobs.
 EXTRAS_ONLY = ("onnx", "onnxscript", "pandas", "croniter")
 
-BLOCK = textwrap.dedent(
-    f"""
+
+def blocker(blocked: tuple[str, ...]) -> str:
+    """Python code that makes ``blocked`` packages unimportable, as if not installed."""
+    return textwrap.dedent(
+        f"""
     import importlib.abc, importlib.machinery, sys
 
     class Absent(importlib.abc.Loader):
@@ -35,19 +39,22 @@ BLOCK = textwrap.dedent(
     class LeanInstall(importlib.abc.MetaPathFinder):
         # a spec whose loading fails: torch._dynamo probes with find_spec and must not fail
         def find_spec(self, name, path=None, target=None):
-            if name.partition(".")[0] in {EXTRAS_ONLY!r}:
+            if name.partition(".")[0] in {blocked!r}:
                 return importlib.machinery.ModuleSpec(name, Absent())
             return None
 
     sys.meta_path.insert(0, LeanInstall())
     """
-)
+    )
 
 
-def lean_python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+BLOCK = blocker(EXTRAS_ONLY)
+
+
+def lean_python(code: str, cwd: Path, block: str = BLOCK) -> subprocess.CompletedProcess[str]:
     environment = {**os.environ, "TREADLE_DISABLE_PLUGINS": ""}
     return subprocess.run(
-        [sys.executable, "-c", BLOCK + textwrap.dedent(code)],
+        [sys.executable, "-c", block + textwrap.dedent(code)],
         capture_output=True,
         text=True,
         cwd=cwd,
@@ -135,3 +142,75 @@ def test_the_onnx_format_names_its_extra(tmp_path: Path) -> None:
         tmp_path,
     )
     assert 'pip install "treadle[onnx]"' in result.stdout, result.stderr[-2000:]
+
+
+@needs_main_job
+@pytest.mark.parametrize(
+    ("logger", "package"), [("tensorboard", "tensorboard"), ("mlflow", "mlflow")]
+)
+def test_a_logger_without_its_package_fails_at_run_start_with_the_pip_command(
+    tmp_path: Path, logger: str, package: str
+) -> None:
+    result = lean_python(
+        f"""
+        import torch
+        from tests.trainer_fixtures import (
+            TinyClassifier, classification_task, engine_plugin_manager, loaders, small_config)
+        from treadle import hookimpl
+        from treadle.config.training import PluginsConfig
+        from treadle.engine.trainer import Trainer
+        import treadle_{logger}.plugin
+
+        class Steps:
+            count = 0
+
+            @hookimpl
+            def treadle_on_batch_end(self):
+                Steps.count += 1
+
+        config = small_config(
+            "run", plugins=PluginsConfig(options={{"{logger}": {{}}}}))
+        manager = engine_plugin_manager(("{logger}", treadle_{logger}.plugin), ("steps", Steps()))
+        try:
+            Trainer(TinyClassifier(), None, config, classification_task(), device="cpu",
+                    plugin_manager=manager).train(*loaders())
+        except Exception as error:
+            print(type(error).__name__, "|", error, "| steps:", Steps.count)
+        """,
+        tmp_path,
+        block=blocker((package,)) + f"sys.path.insert(0, {str(ROOT)!r})\n",
+    )
+    assert f'pip install "treadle[{logger}]"' in result.stdout, result.stderr[-2000:]
+    assert result.stdout.startswith("PluginLoadError")
+    assert result.stdout.strip().endswith("steps: 0")  # before the first step
+
+
+@pytest.mark.parametrize(
+    ("package", "options", "command"),
+    [
+        ("transformers", {"model": "gpt2"}, 'pip install "treadle[hf]"'),
+        (
+            "peft",
+            {"model": "gpt2", "config": {"n_layer": 1}, "peft": {"method": "lora"}},
+            'pip install "treadle[peft]"',
+        ),
+    ],
+)
+def test_hf_models_without_their_packages_name_the_pip_command(
+    tmp_path: Path, package: str, options: dict[str, object], command: str
+) -> None:
+    result = lean_python(
+        f"""
+        from treadle.config import PluginsConfig, TrainingConfig
+        from treadle.task import TaskSpec
+        from treadle_hf.models import build_hf_model
+
+        config = TrainingConfig(
+            vocab_size=64, plugins=PluginsConfig(options={{"hf": {options!r}}}))
+        build_hf_model(config, TaskSpec.language_modeling())
+        """,
+        tmp_path,
+        block=blocker((package,)),
+    )
+    assert "MissingDependencyError" in result.stderr
+    assert command in result.stderr
