@@ -18,8 +18,9 @@ batches; its lines add tokens per second for both contestants (``--workloads hf_
 
 ``--loggers tensorboard,mlflow`` measures what each logger adds to a step instead: the MLP
 through the Trainer with ``log_every_n_steps=1``, without and with that logger (alternating),
-printing the wall and process-CPU ratios (process CPU counts the loggers' writer threads) and
-the CPU the training thread spends inside the logger's calls. The target is under 2%.
+runs of 250 and 1250 steps: the difference over the extra 1000 steps is the per-step cost (wall
+and process CPU, which counts the loggers' writer threads), the rest is the per-run cost
+(opening the store, the run's params). The target is under 2% of a step.
 
 The machine is shared and noisy: read the ratio, and rerun before believing small differences.
 """
@@ -328,32 +329,46 @@ def logger_epoch(
 
 
 def bench_loggers(names: list[str], repeats: int) -> None:
-    data = mlp_batches(1000)
+    """Each logger's cost per step, apart from its cost per run (opening a store, a run's
+    params): runs of 250 and 1250 steps, without and with the logger; the extra 1000 steps'
+    difference is the per-step cost, the rest the per-run cost."""
+    lengths = (250, 1250)
+    data = {steps: mlp_batches(steps) for steps in lengths}
     with tempfile.TemporaryDirectory() as folder:
         for name in names:
             options: dict[str, Any] = {}
             if name == "mlflow":
                 options = {"tracking_uri": f"sqlite:///{folder}/mlflow.db", "experiment": "bench"}
-            logger_epoch(folder, data, None, {})  # warm-up: dynamo, the logger's imports
-            logger_epoch(folder, data, name, options)
-            plain, logged = [], []
+            logger_epoch(folder, data[250], None, {})  # warm-up: dynamo, the logger's imports
+            logger_epoch(folder, data[250], name, options)
+            runs: dict[tuple[int, bool], list[tuple[float, float, float]]] = {
+                (steps, logged): [] for steps in lengths for logged in (False, True)
+            }
             for _ in range(repeats):
-                plain.append(logger_epoch(folder, data, None, {}))
-                logged.append(logger_epoch(folder, data, name, options))
+                for steps in lengths:
+                    runs[steps, False].append(logger_epoch(folder, data[steps], None, {}))
+                    runs[steps, True].append(logger_epoch(folder, data[steps], name, options))
             for index, kind in enumerate(("wall", "process CPU")):
-                base = statistics.median(run[index] for run in plain)
-                other = statistics.median(run[index] for run in logged)
+                median = {
+                    key: statistics.median(run[index] for run in values)
+                    for key, values in runs.items()
+                }
+                extra = {steps: median[steps, True] - median[steps, False] for steps in lengths}
+                per_step = (extra[1250] - extra[250]) / 1000
+                base_step = (median[1250, False] - median[250, False]) / 1000
+                per_run = extra[250] - 250 * per_step
                 print(
-                    f"{name}: MLP, 1000 steps, log_every_n_steps=1, {kind}: "
-                    f"{base * 1e3:.0f} ms without, {other * 1e3:.0f} ms with: ratio "
-                    f"{other / base:.3f} ({(other - base) / len(data) * 1e6:+.1f} us/step)"
+                    f"{name}: MLP, log_every_n_steps=1, {kind}: {per_step * 1e6:+.1f} us per "
+                    f"step ({per_step / base_step:.2%} of a {base_step * 1e6:.0f} us step; "
+                    f"target under 2%), {per_run * 1e3:+.0f} ms per run"
                 )
-            shares = [run[2] / run[1] for run in logged]
-            per_step = statistics.median(run[2] for run in logged) / len(data) * 1e6
+            inside = [
+                (long[2] - short[2]) / (long[1] - short[1])
+                for short, long in zip(runs[250, True], runs[1250, True], strict=True)
+            ]
             print(
-                f"{name}: training thread inside the logger's calls: "
-                f"{statistics.median(shares):.2%} of train()'s CPU, {per_step:.1f} us/step "
-                f"(target: under 2%)"
+                f"{name}: the training thread inside the logger's calls, per step: "
+                f"{statistics.median(inside):.2%} of its CPU"
             )
 
 

@@ -244,3 +244,34 @@ def test_the_logger_alone_sends_metrics_and_finishes_its_run(
     run = only_run(store)
     assert run.info.status == "FINISHED"
     assert len(history(store, run.info.run_id, "train/batch_loss")) == 2500
+
+
+def test_the_sender_process_stores_nan_and_reports_errors(
+    tmp_path: Path, store: dict[str, str]
+) -> None:
+    from treadle_mlflow.sender import MetricSender
+
+    experiment = client(store).create_experiment(
+        "tests", artifact_location=store["artifact_location"]
+    )
+    run_id = client(store).create_run(experiment).info.run_id
+    sender = MetricSender(store["tracking_uri"], run_id)
+    sender.send([(1, 1000, {"val_loss": float("nan"), "acc": 0.5}), (2, 2000, {"acc": 0.75})])
+    with pytest.raises(RuntimeError, match="MlflowException"):
+        sender.send([(3, 3000, {"bad name?!": 1.0})])  # MLflow refuses the name
+    sender.close()
+    ((step, value),) = history(store, run_id, "val_loss")
+    assert step == 1
+    assert value != value  # NaN
+    assert history(store, run_id, "acc") == [(1, 0.5), (2, 0.75)]
+
+
+def test_a_dead_sender_fails_the_next_send() -> None:
+    from treadle_mlflow.sender import MetricSender
+
+    sender = MetricSender("sqlite:///nowhere/at/all.db", "no-run")
+    sender._process.kill()
+    sender._process.wait()
+    with pytest.raises(RuntimeError, match="sender process ended"):
+        sender.send([(1, 1000, {"a": 1.0})])
+    sender.close()

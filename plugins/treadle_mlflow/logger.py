@@ -14,9 +14,11 @@ run: status back to ``RUNNING``, tag ``treadle.attempt`` counting the attempts a
 attempt logged after its checkpoint stay in MLflow's history (it has no call that deletes a
 value); the resumed attempt logs those steps again, later in time.
 
-The step never waits on the tracking store: ``log_metrics`` appends a tuple, and a writer
-thread of the logger's own sends batches with ``MlflowClient.log_batch`` (see
-:mod:`treadle.background`); everything is written before a checkpoint is, and at the end.
+The step never waits on the tracking store: ``log_metrics`` appends a tuple, a writer thread
+of the logger's own hands batches to a child process, and that process stores them with
+``MlflowClient.log_batch`` (see :mod:`treadle.background` and
+:mod:`treadle_mlflow.sender`), so MLflow's own Python never competes with the step for the
+interpreter lock. Everything is stored before a checkpoint is written, and at the end.
 
 Options (``plugins.options["mlflow"]``):
 
@@ -49,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 from treadle import hookimpl
 from treadle.background import BackgroundWriter
 from treadle.errors import ConfigError, PluginLoadError
+from treadle_mlflow.sender import MetricSender, Row
 
 if TYPE_CHECKING:
     from treadle.config import TrainingConfig
@@ -74,12 +77,8 @@ OPTION_KEYS = frozenset(
     }
 )
 #: MLflow's limits per ``log_batch`` call and per param value (mlflow.utils.validation).
-_METRICS_PER_BATCH = 1000
 _PARAMS_PER_BATCH = 100
 _PARAM_VALUE_LENGTH = 6000
-
-#: One ``log_metrics`` call: (step, wall time in ms, metrics).
-Row = tuple[int, int, dict[str, float]]
 
 
 def _import_mlflow() -> Any:
@@ -149,6 +148,7 @@ class MlflowLogger:
         self.status: str | None = None
         self.registered_version: str | None = None
         self._resume_run_id: str | None = None
+        self._sender: MetricSender | None = None
         self._rows: BackgroundWriter[Row] = BackgroundWriter(self._write_rows, name="mlflow")
         self._closed = False
 
@@ -296,19 +296,11 @@ class MlflowLogger:
         self._rows.append((step, int(time.time() * 1000), dict(metrics)))
 
     def _write_rows(self, rows: list[Row]) -> None:
-        """On the writer thread: the rows as ``log_batch`` calls of at most 1000 metrics."""
-        from mlflow.entities import Metric
-
-        run_id = self._ensure_run()
-        batch: list[Any] = []
-        for step, timestamp, metrics in rows:
-            for name, value in metrics.items():
-                batch.append(Metric(name, float(value), timestamp, int(step)))
-                if len(batch) == _METRICS_PER_BATCH:
-                    self.client.log_batch(run_id, metrics=batch)
-                    batch = []
-        if batch:
-            self.client.log_batch(run_id, metrics=batch)
+        """On the writer thread: hand the rows to the sender process and wait until they
+        are stored (the wait holds no lock the training thread needs)."""
+        if self._sender is None:
+            self._sender = MetricSender(self.tracking_uri, self._ensure_run())
+        self._sender.send(rows)
 
     def flush(self) -> None:
         """Send every metric logged so far."""
@@ -398,6 +390,8 @@ class MlflowLogger:
         try:
             self._rows.close()
         finally:
+            if self._sender is not None:
+                self._sender.close()
             handling = sys.exception()
             if handling is not None:
                 self._terminate("FAILED", note=f"{type(handling).__name__}: {handling}")
