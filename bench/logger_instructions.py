@@ -9,7 +9,8 @@ once doing the setup and then ``--calls`` calls (a ``log_metrics`` of ``train/ba
 ``train/learning_rate``, with an epoch row every 100 steps, as the Trainer sends with
 ``log_every_n_steps=1``; or training steps). The difference, divided by the calls, is the
 instructions one call costs, every thread counted (the loggers' writer threads included) and
-the final flush shared out. The ratio of a logger's figure to a step's is its share of a step.
+the final flush shared out; child processes (the mlflow logger's sender) are traced too and
+reported apart. The ratio of a logger's figure to a step's is its share of a step.
 Needs valgrind; each child takes minutes (torch's import under callgrind).
 """
 
@@ -71,12 +72,15 @@ def child(kind: str, calls: int, folder: str) -> None:
     sink.close()
 
 
-def collected(kind: str, calls: int) -> int:
+def collected(kind: str, calls: int) -> tuple[int, int]:
+    """Instructions of (the training process, every process: the mlflow logger's sender
+    process included) for one child run."""
     with tempfile.TemporaryDirectory() as folder:
         completed = subprocess.run(
             [
                 "valgrind",
                 "--tool=callgrind",
+                "--trace-children=yes",
                 "--callgrind-out-file=/dev/null",
                 sys.executable,
                 __file__,
@@ -89,10 +93,13 @@ def collected(kind: str, calls: int) -> int:
             text=True,
             check=True,
         )
-    match = re.search(r"Collected : (\d+)", completed.stderr)
-    if match is None:
+    found = re.findall(r"==(\d+)== Collected : (\d+)", completed.stderr)
+    if not found:
         raise RuntimeError(completed.stderr[-2000:])
-    return int(match.group(1))
+    first_pid = re.search(r"==(\d+)==", completed.stderr)
+    assert first_pid is not None
+    own = sum(int(count) for pid, count in found if pid == first_pid.group(1))
+    return own, sum(int(count) for _, count in found)
 
 
 def main() -> None:
@@ -100,19 +107,29 @@ def main() -> None:
     parser.add_argument("--loggers", default="tensorboard,mlflow,jsonl")
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument(
+        "--step-instructions", type=int, help="reuse a step's count instead of measuring it"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, calls, folder = args.child
         child(kind, int(calls), folder)
         return
-    per_step = (collected("step", args.steps) - collected("step", 0)) / args.steps
+    if args.step_instructions:
+        per_step = float(args.step_instructions)  # a figure an earlier run printed
+    else:
+        step_calls, step_none = collected("step", args.steps), collected("step", 0)
+        per_step = (step_calls[0] - step_none[0]) / args.steps
     print(f"MLP training step (batch 32, AdamW): {per_step:,.0f} instructions")
     for name in args.loggers.split(","):
-        per_call = (collected(name, args.calls) - collected(name, 0)) / args.calls
+        with_calls, without = collected(name, args.calls), collected(name, 0)
+        own = (with_calls[0] - without[0]) / args.calls
+        every = (with_calls[1] - without[1]) / args.calls
         print(
-            f"{name}: {per_call:,.0f} instructions per logged step, all threads: "
-            f"{per_call / per_step:.2%} of a step"
+            f"{name}: per logged step, the training process (all its threads): {own:,.0f} "
+            f"instructions, {own / per_step:.2%} of a step; every process: {every:,.0f}, "
+            f"{every / per_step:.2%}"
         )
 
 
