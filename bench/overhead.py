@@ -294,7 +294,11 @@ def _timed_logger(cls: type) -> type:
 
 
 def logger_epoch(
-    folder: str, data: list[Batch], logger_name: str | None, options: dict[str, Any]
+    folder: str,
+    data: list[Batch],
+    logger_name: str | None,
+    options: dict[str, Any],
+    log_every: int = 1,
 ) -> tuple[float, float, float]:
     """(epoch wall seconds, process CPU seconds of ``train``, training-thread CPU seconds
     inside the logger's calls) of the MLP with ``log_every_n_steps=1``."""
@@ -314,7 +318,7 @@ def logger_epoch(
             checkpoint_dir=run_dir,
             experiment_location=None,
             loggers=(),
-            log_every_n_steps=1,
+            log_every_n_steps=log_every,
             keep_best_k=1,
             keep_last_n=1,
             device="cpu",
@@ -328,7 +332,7 @@ def logger_epoch(
     return float(results["history"][0]["epoch_time"]), cpu, _inside_logger[0]
 
 
-def bench_loggers(names: list[str], repeats: int) -> None:
+def bench_loggers(names: list[str], repeats: int, log_every: int = 1) -> None:
     """Each logger's cost per step, apart from its cost per run (opening a store, a run's
     params): runs of 250 and 1250 steps, without and with the logger; the extra 1000 steps'
     difference is the per-step cost, the rest the per-run cost."""
@@ -338,7 +342,12 @@ def bench_loggers(names: list[str], repeats: int) -> None:
         for name in names:
             options: dict[str, Any] = {}
             if name == "mlflow":
-                options = {"tracking_uri": f"sqlite:///{folder}/mlflow.db", "experiment": "bench"}
+                options = {
+                    "tracking_uri": f"sqlite:///{folder}/mlflow.db",
+                    "experiment": "bench",
+                    # MLflow's default is ./mlruns in the working directory
+                    "artifact_location": f"{folder}/artifacts",
+                }
             logger_epoch(folder, data[250], None, {})  # warm-up: dynamo, the logger's imports
             logger_epoch(folder, data[250], name, options)
             runs: dict[tuple[int, bool], list[tuple[float, float, float]]] = {
@@ -346,8 +355,12 @@ def bench_loggers(names: list[str], repeats: int) -> None:
             }
             for _ in range(repeats):
                 for steps in lengths:
-                    runs[steps, False].append(logger_epoch(folder, data[steps], None, {}))
-                    runs[steps, True].append(logger_epoch(folder, data[steps], name, options))
+                    runs[steps, False].append(
+                        logger_epoch(folder, data[steps], None, {}, log_every)
+                    )
+                    runs[steps, True].append(
+                        logger_epoch(folder, data[steps], name, options, log_every)
+                    )
             for index, kind in enumerate(("wall", "process CPU")):
                 median = {
                     key: statistics.median(run[index] for run in values)
@@ -358,8 +371,9 @@ def bench_loggers(names: list[str], repeats: int) -> None:
                 base_step = (median[1250, False] - median[250, False]) / 1000
                 per_run = extra[250] - 250 * per_step
                 print(
-                    f"{name}: MLP, log_every_n_steps=1, {kind}: {per_step * 1e6:+.1f} us per "
-                    f"step ({per_step / base_step:.2%} of a {base_step * 1e6:.0f} us step; "
+                    f"{name}: MLP, log_every_n_steps={log_every}, {kind}: "
+                    f"{per_step * 1e6:+.1f} us per step ({per_step / base_step:.2%} of a "
+                    f"{base_step * 1e6:.0f} us step; "
                     f"target under 2%), {per_run * 1e3:+.0f} ms per run"
                 )
             inside = [
@@ -379,6 +393,7 @@ def main() -> None:
     parser.add_argument("--workloads", default="mlp,transformer")
     parser.add_argument("--skip-rss", action="store_true")
     parser.add_argument("--loggers", help="measure these loggers' per-step cost instead")
+    parser.add_argument("--log-every", type=int, default=1, help="with --loggers")
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -392,7 +407,7 @@ def main() -> None:
         return
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} alternating runs")
     if args.loggers:
-        bench_loggers(args.loggers.split(","), args.repeats)
+        bench_loggers(args.loggers.split(","), args.repeats, args.log_every)
         return
     for name in args.workloads.split(","):
         torch.manual_seed(0)

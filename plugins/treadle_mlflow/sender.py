@@ -9,9 +9,9 @@ service process does.
 
 The protocol is JSON lines over the child's stdin and stdout: the parent sends one batch,
 ``[[step, timestamp_ms, {"name": value, ...}], ...]``, and waits for ``{"ok": true}`` or
-``{"error": "..."}``. The child starts as ``python -m treadle_mlflow.sender TRACKING_URI
-RUN_ID`` (never re-running the parent's ``__main__``, as ``multiprocessing``'s spawn would)
-and ends when its stdin closes.
+``{"error": "..."}``. The child starts as ``python -c "from treadle_mlflow.sender import
+main; main()" TRACKING_URI RUN_ID`` (never re-running the parent's ``__main__``, as
+``multiprocessing``'s spawn would) and ends when its stdin closes.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ METRICS_PER_BATCH = 1000
 Row = tuple[int, int, dict[str, float]]
 
 
+#: The child's program: ``-c``, not ``-m``: the package is imported before ``-m`` would run
+#: the module, which then runs twice (runpy warns).
+_CHILD = "from treadle_mlflow.sender import main; main()"
+
+
 class MetricSender:
     """The parent's side: starts the child, sends it batches, waits for each to be stored.
 
@@ -42,7 +47,7 @@ class MetricSender:
 
     def __init__(self, tracking_uri: str, run_id: str) -> None:
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "treadle_mlflow.sender", tracking_uri, run_id],
+            [sys.executable, "-c", _CHILD, tracking_uri, run_id],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
