@@ -26,6 +26,16 @@ moves with every change to the Python on the hot path, and is the same on a busy
 what one feature costs. It also counts the non-finite check of one optimizer step alone (as the
 loop runs it on the CPU, and the deferred device flag), minus an empty loop's iteration.
 
+A third workload, ``hf_gpt2``, is a Hugging Face ``GPT2LMHeadModel`` (2 layers, 64 wide, built
+from its config by the ``hf`` model plugin: ``transformers`` needed) on the same kind of
+batches; its lines add tokens per second for both contestants (``--workloads hf_gpt2``).
+
+``--loggers tensorboard,mlflow`` measures what each logger adds to a step instead: the MLP
+through the Trainer with ``log_every_n_steps=1``, without and with that logger (alternating),
+runs of 250 and 1250 steps: the difference over the extra 1000 steps is the per-step cost (wall
+and process CPU, which counts the loggers' writer threads), the rest is the per-run cost
+(opening the store, the run's params). The target is under 2% of a step.
+
 The machine is shared and noisy: read the ratio, and rerun before believing small differences.
 """
 
@@ -210,6 +220,34 @@ def with_trainer(
     return results["history"][0]["epoch_time"], [float(loss) for loss in recorder.losses]
 
 
+def hf_gpt2() -> torch.nn.Module:
+    """A 2-layer, 64-wide GPT-2 over the 259-id byte vocabulary, from the ``hf`` plugin."""
+    from treadle.config import PluginsConfig
+    from treadle_hf.models import build_hf_model
+
+    config = TrainingConfig(
+        vocab_size=259,
+        max_seq_len=64,
+        plugins=PluginsConfig(
+            options={
+                "hf": {
+                    "model": "gpt2",
+                    # no dropout: the hand loop and the Trainer draw no random numbers
+                    "config": {
+                        "n_layer": 2,
+                        "n_embd": 64,
+                        "n_head": 2,
+                        "resid_pdrop": 0.0,
+                        "embd_pdrop": 0.0,
+                        "attn_pdrop": 0.0,
+                    },
+                }
+            }
+        ),
+    )
+    return build_hf_model(config, TaskSpec.language_modeling("bench", max_seq_len=64))
+
+
 WORKLOADS: dict[str, dict[str, Any]] = {
     "mlp": {
         "model": MLP,
@@ -230,6 +268,17 @@ WORKLOADS: dict[str, dict[str, Any]] = {
         "loss": lm_loss,
         "learning_rate": 1e-3,
         "target": 1.02,
+    },
+    "hf_gpt2": {
+        "model": hf_gpt2,
+        "batches": lm_batches,
+        "steps": 30,
+        "counted_steps": (2, 6),
+        "task": lambda: TaskSpec.language_modeling("bench", max_seq_len=64),
+        "loss": lm_loss,
+        "learning_rate": 1e-3,
+        "target": 1.02,
+        "tokens_per_step": 16 * 64,
     },
 }
 
@@ -302,6 +351,12 @@ def measure_time(name: str, args: argparse.Namespace) -> None:
         f"{min(ratios):.3f}-{max(ratios):.3f}); {(trainer - hand) / steps * 1e6:+.1f} us/step "
         f"({hand / steps * 1e6:.0f} us/step hand-written); losses identical: {identical}"
     )
+    tokens = workload.get("tokens_per_step")
+    if tokens:
+        print(
+            f"  tokens/s: hand-written {tokens * steps / hand:,.0f}, "
+            f"Trainer {tokens * steps / trainer:,.0f}"
+        )
     if not identical:
         first = (
             next(
@@ -440,6 +495,121 @@ def _parse_option(text: str) -> tuple[str, Any]:
         return name, value
 
 
+#: Training-thread CPU seconds spent inside the measured logger's calls.
+_inside_logger = [0.0]
+
+
+def _timed_logger(cls: type) -> type:
+    """A subclass of logger class ``cls`` whose ``log_metrics``, ``flush`` and ``begin`` (what
+    its hooks call) add their thread CPU time to ``_inside_logger``."""
+
+    def timed(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            entered = time.thread_time()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _inside_logger[0] += time.thread_time() - entered
+
+        return call
+
+    methods = {name: timed(getattr(cls, name)) for name in ("log_metrics", "flush", "begin")}
+    return type(f"Timed{cls.__name__}", (cls,), methods)
+
+
+def logger_epoch(
+    folder: str,
+    data: list[Batch],
+    logger_name: str | None,
+    options: dict[str, Any],
+    log_every: int = 1,
+) -> tuple[float, float, float]:
+    """(epoch wall seconds, process CPU seconds of ``train``, training-thread CPU seconds
+    inside the logger's calls) of the MLP with ``log_every_n_steps=1``."""
+    from treadle.config import PluginsConfig
+
+    manager = make_plugin_manager()
+    if logger_name is not None:
+        registry = manager.registry("loggers")
+        registry.register(logger_name, _timed_logger(registry.get(logger_name)), override=True)
+    _inside_logger[0] = 0.0
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory(dir=folder) as run_dir:
+        config = TrainingConfig(
+            epochs=1,
+            batch_size=32,
+            learning_rate=1e-3,
+            checkpoint_dir=run_dir,
+            experiment_location=None,
+            loggers=(),
+            log_every_n_steps=log_every,
+            keep_best_k=1,
+            keep_last_n=1,
+            device="cpu",
+            plugins=PluginsConfig(options={logger_name: options} if logger_name else {}),
+        )
+        task = TaskSpec.classification("bench", num_classes=10, modality="tabular")
+        trainer = Trainer(MLP(), None, config, task, device="cpu", plugin_manager=manager)
+        started = time.process_time()
+        results = trainer.train(tuple(data), None)
+        cpu = time.process_time() - started
+    return float(results["history"][0]["epoch_time"]), cpu, _inside_logger[0]
+
+
+def bench_loggers(names: list[str], repeats: int, log_every: int = 1) -> None:
+    """Each logger's cost per step, apart from its cost per run (opening a store, a run's
+    params): runs of 250 and 1250 steps, without and with the logger; the extra 1000 steps'
+    difference is the per-step cost, the rest the per-run cost."""
+    lengths = (250, 1250)
+    data = {steps: mlp_batches(steps) for steps in lengths}
+    with tempfile.TemporaryDirectory() as folder:
+        for name in names:
+            options: dict[str, Any] = {}
+            if name == "mlflow":
+                options = {
+                    "tracking_uri": f"sqlite:///{folder}/mlflow.db",
+                    "experiment": "bench",
+                    # MLflow's default is ./mlruns in the working directory
+                    "artifact_location": f"{folder}/artifacts",
+                }
+            logger_epoch(folder, data[250], None, {})  # warm-up: dynamo, the logger's imports
+            logger_epoch(folder, data[250], name, options)
+            runs: dict[tuple[int, bool], list[tuple[float, float, float]]] = {
+                (steps, logged): [] for steps in lengths for logged in (False, True)
+            }
+            for _ in range(repeats):
+                for steps in lengths:
+                    runs[steps, False].append(
+                        logger_epoch(folder, data[steps], None, {}, log_every)
+                    )
+                    runs[steps, True].append(
+                        logger_epoch(folder, data[steps], name, options, log_every)
+                    )
+            for index, kind in enumerate(("wall", "process CPU")):
+                median = {
+                    key: statistics.median(run[index] for run in values)
+                    for key, values in runs.items()
+                }
+                extra = {steps: median[steps, True] - median[steps, False] for steps in lengths}
+                per_step = (extra[1250] - extra[250]) / 1000
+                base_step = (median[1250, False] - median[250, False]) / 1000
+                per_run = extra[250] - 250 * per_step
+                print(
+                    f"{name}: MLP, log_every_n_steps={log_every}, {kind}: "
+                    f"{per_step * 1e6:+.1f} us per step ({per_step / base_step:.2%} of a "
+                    f"{base_step * 1e6:.0f} us step; "
+                    f"target under 2%), {per_run * 1e3:+.0f} ms per run"
+                )
+            inside = [
+                (long[2] - short[2]) / (long[1] - short[1])
+                for short, long in zip(runs[250, True], runs[1250, True], strict=True)
+            ]
+            print(
+                f"{name}: the training thread inside the logger's calls, per step: "
+                f"{statistics.median(inside):.2%} of its CPU"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -462,6 +632,8 @@ def main() -> None:
         help="with --instructions: copy the callgrind dumps there (hand short, hand long, "
         "Trainer short, Trainer long per workload)",
     )
+    parser.add_argument("--loggers", help="measure these loggers' per-step cost instead")
+    parser.add_argument("--log-every", type=int, default=1, help="with --loggers")
     parser.add_argument("--rss-child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--count-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -486,6 +658,10 @@ def main() -> None:
         f"torch {torch.__version__}, {args.threads} thread(s), {args.repeats} alternating "
         f"rounds; {load_average()}"
     )
+    if args.loggers:
+        bench_loggers(args.loggers.split(","), args.repeats, args.log_every)
+        print(f"after: {load_average()}")
+        return
     for name in names:
         measure_time(name, args)
     print(f"after: {load_average()}")

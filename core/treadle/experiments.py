@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.errors import ConfigError, UnknownNameError
 from treadle.owner import LEASE_SECONDS, ProcessOwner
+from treadle.optional import require
 from treadle.storage import (
     DEFAULT_LOCATION,
     RUN_STATUSES,
@@ -316,6 +317,7 @@ class ExperimentDB:
         self, limit: int | None = None, *, name: str | None = None, status: str | None = None
     ) -> pandas.DataFrame:
         """Runs, newest first, as a DataFrame with :data:`RUN_COLUMNS`."""
+        require("pandas", extra="pandas", feature="ExperimentDB.list_runs")
         import pandas
 
         runs = self.find_runs(name=name, status=status, limit=limit)
@@ -351,6 +353,7 @@ class ExperimentDB:
             (``superseded`` True).
         :raises UnknownNameError: no run has this id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB.get_metrics")
         import pandas
 
         self.get_run(run_id)
@@ -382,6 +385,7 @@ class ExperimentDB:
 
         :raises UnknownNameError: no run has this id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB.get_history")
         import pandas
 
         self.get_run(run_id)
@@ -408,6 +412,7 @@ class ExperimentDB:
             ``min`` or ``max`` (NaN ignored).
         :raises UnknownNameError: an id names no run; the message lists every such id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB.compare_runs")
         import pandas
 
         if reduce not in _REDUCTIONS:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from treadle.errors import ConfigError, UnknownNameError
+from treadle.optional import require
 from treadle.storage import (
     DEFAULT_LOCATION,
     MODEL_STATUSES,
@@ -476,6 +477,7 @@ def _profile_data(profile: object) -> dict[str, Any] | None:
 
 
 def _frame(entries: Sequence[ModelRegistryEntry]) -> pandas.DataFrame:
+    require("pandas", extra="pandas", feature="A ModelRegistry table (list_models, compare_models)")
     import pandas
 
     metric_names: dict[str, None] = {}

@@ -137,9 +137,33 @@ def resolve_config(
         if value is not None:
             layer({key: value}, field_label(key))
     base = TrainingConfig().to_dict()
+    _nest_plugin_options(values, sources, base)
     config = TrainingConfig.from_dict({**base, **values}, source=origin, sources=sources)
     all_sources = {name: sources.get(name, "default") for name in base}
     return ResolvedConfig(config, all_sources)
+
+
+def _nest_plugin_options(
+    values: dict[str, Any], sources: dict[str, str], base: Mapping[str, Any]
+) -> None:
+    """Move dotted keys into plugin options: ``hf.model=gpt2`` (or the long form
+    ``plugins.options.hf.model=gpt2``) sets ``plugins.options["hf"]["model"]``, on top of the
+    options the other layers gave."""
+    dotted = [key for key in values if "." in key]
+    if not dotted:
+        return
+    plugins = dict(values.get("plugins", base["plugins"]))
+    options = {name: dict(table) for name, table in dict(plugins.get("options", {})).items()}
+    for key in dotted:
+        path = key.removeprefix("plugins.options.")
+        name, _, option = path.partition(".")
+        if not name or not option:
+            msg = f"{sources[key]} {key}: expected PLUGIN.OPTION=VALUE, e.g. hf.model=gpt2"
+            raise ConfigError(msg)
+        options.setdefault(name, {})[option] = values.pop(key)
+        sources["plugins"] = sources.pop(key)
+    plugins["options"] = options
+    values["plugins"] = plugins
 
 
 @attrs.frozen

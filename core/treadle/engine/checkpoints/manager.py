@@ -30,6 +30,7 @@ from treadle.engine.checkpoints.state import (
     copy_to_cpu,
     tensor_mib,
 )
+from treadle.optional import require
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -323,6 +324,7 @@ class CheckpointManager:
     def get_checkpoint_history(self) -> pd.DataFrame:
         """The kept checkpoints, oldest first: ``epoch``, ``step``, one column per metric,
         ``is_best``, ``path``, ``timestamp`` and ``size_mb`` (file size, MiB)."""
+        require("pandas", extra="pandas", feature="CheckpointManager.get_checkpoint_history")
         import pandas as pd
 
         self._join_pending()
