@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from treadle.errors import ConfigError, UnknownNameError
-from treadle.owner import LEASE_SECONDS, ProcessOwner
 from treadle.optional import require
+from treadle.owner import LEASE_SECONDS, ProcessOwner
 from treadle.storage import (
     DEFAULT_LOCATION,
     RUN_STATUSES,
