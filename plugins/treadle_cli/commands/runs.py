@@ -98,7 +98,7 @@ class RunsCommand:
                 run.created_at[:19],
                 format_value(run.ended_at and run.ended_at[:19]),
                 format_value(run.summary.get("best_val_loss")),
-                format_value(_resumable(run)),
+                format_value(_as_seen_from_here(_resumable(run))),
             )
             for run in runs
         ]
@@ -205,6 +205,17 @@ def _resumable(run: RunRecord) -> str | None:
 
     found = last_checkpoint(run.run_dir)
     return None if found is None else str(found)
+
+
+def _as_seen_from_here(path: str | None) -> str | None:
+    """``path`` relative to the working directory when it lies below it, so that a table's
+    cell shows the file's name rather than a long cut prefix."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def plot_runs(
