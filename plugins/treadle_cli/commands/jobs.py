@@ -32,7 +32,9 @@ class JobsCommand:
             "--config-file", type=Path, help="the job config in a JSON file (TOML when named .toml)"
         )
         submit.add_argument(
-            "--training-preset", help="use this preset as the config's training_config"
+            "--training-preset",
+            help="the preset under the config's training_config, whose fields override it "
+            "(default: quick_prototype, as treadle train)",
         )
         submit.add_argument("--priority", type=int, default=5, help="1..10 (default: 5)")
         submit.add_argument("--max-retries", type=int, default=3, help="(default: 3)")

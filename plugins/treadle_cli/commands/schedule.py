@@ -35,7 +35,11 @@ class ScheduleCommand:
         add.add_argument(
             "--config-file", type=Path, help="the job config in a JSON file (TOML when named .toml)"
         )
-        add.add_argument("--training-preset", help="use this preset as training_config")
+        add.add_argument(
+            "--training-preset",
+            help="the preset under the config's training_config, whose fields override it "
+            "(default: quick_prototype, as treadle train)",
+        )
         add.add_argument("--priority", type=int, default=5)
         add.add_argument("--max-retries", type=int, default=3)
         listing = actions.add_parser("list", help="list schedules with their next fire time")
