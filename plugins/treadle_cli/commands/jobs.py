@@ -40,7 +40,9 @@ class JobsCommand:
         submit.add_argument("--max-retries", type=int, default=3, help="(default: 3)")
         listing = actions.add_parser("list", help="list jobs, newest first")
         listing.add_argument("--status", help="pending, running, completed, failed, cancelled")
-        listing.add_argument("--type", dest="job_type", help="only jobs of this type")
+        listing.add_argument(
+            "--type", dest="job_type", help="only jobs of this type (training, noop, ...)"
+        )
         listing.add_argument("--limit", type=int, default=50)
         listing.add_argument("--json", action="store_true")
         show = actions.add_parser("show", help="one job with its attempts")
@@ -60,6 +62,9 @@ class JobsCommand:
                 sys.stdout.write(f"{job_id}\n")
             elif args.action == "list":
                 jobs = manager.list_jobs(args.status, args.job_type, args.limit)
+                if not jobs and args.job_type is not None:
+                    # nothing of a type no plugin registers: a typo; the lookup lists the types
+                    manager.plugin_manager.registry("job_types").get(args.job_type)
                 if args.json:
                     listed = [attrs.asdict(job, recurse=True) for job in jobs]
                     sys.stdout.write(json.dumps(listed, indent=2) + "\n")

@@ -12,6 +12,7 @@ from types import FrameType
 import attrs
 
 from treadle_cli.arguments import read_job_config
+from treadle_cli.references import ID_OR_NAME_HELP, find_schedule_id
 
 __all__ = ["ScheduleCommand"]
 
@@ -50,7 +51,9 @@ class ScheduleCommand:
             ("delete", "delete (its jobs stay)"),
             ("trigger", "enqueue its job now"),
         ):
-            actions.add_parser(name, help=text).add_argument("schedule_id", type=int)
+            actions.add_parser(name, help=text).add_argument(
+                "schedule", metavar="SCHEDULE", help=f"the schedule: {ID_OR_NAME_HELP}"
+            )
         run = actions.add_parser("run", help="fire due schedules until SIGTERM or Ctrl-C")
         run.add_argument("--poll-seconds", type=float, default=30.0)
         run.add_argument("--once", action="store_true", help="check once and exit")
@@ -62,7 +65,7 @@ class ScheduleCommand:
         config = read_job_config(args) if args.action == "add" else {}
         with TrainingScheduler(args.location, plugin_manager=args.plugin_manager) as scheduler:
             if args.action == "add":
-                schedule_id = scheduler.create_schedule(
+                created = scheduler.create_schedule(
                     args.name,
                     args.job_type,
                     config,
@@ -71,7 +74,7 @@ class ScheduleCommand:
                     timezone=args.timezone,
                     max_retries=args.max_retries,
                 )
-                sys.stdout.write(f"{schedule_id}\n")
+                sys.stdout.write(f"{created}\n")
             elif args.action == "list":
                 schedules = scheduler.list_schedules()
                 if args.json:
@@ -96,13 +99,14 @@ class ScheduleCommand:
                     headers = ["id", "name", "type", "cron", "zone", "state", "next", "last"]
                     sys.stdout.write(format_table(headers, rows) + "\n")
             elif args.action == "pause":
-                scheduler.pause_schedule(args.schedule_id)
+                scheduler.pause_schedule(find_schedule_id(scheduler, args.schedule))
             elif args.action == "resume":
-                scheduler.resume_schedule(args.schedule_id)
+                scheduler.resume_schedule(find_schedule_id(scheduler, args.schedule))
             elif args.action == "delete":
-                scheduler.delete_schedule(args.schedule_id)
+                scheduler.delete_schedule(find_schedule_id(scheduler, args.schedule))
             elif args.action == "trigger":
-                sys.stdout.write(f"{scheduler.trigger_schedule(args.schedule_id)}\n")
+                job_id = scheduler.trigger_schedule(find_schedule_id(scheduler, args.schedule))
+                sys.stdout.write(f"{job_id}\n")
             elif args.once:
                 for fired in scheduler.run_pending():
                     what = "enqueued already" if fired.job_id is None else f"job {fired.job_id}"
