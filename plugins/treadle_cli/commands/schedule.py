@@ -6,15 +6,21 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import attrs
 
 from treadle_cli.arguments import read_job_config
 from treadle_cli.references import ID_OR_NAME_HELP, find_schedule_id
 
-__all__ = ["ScheduleCommand"]
+if TYPE_CHECKING:
+    from treadle.jobs.records import Schedule
+    from treadle.jobs.scheduler import FiredSchedule
+
+__all__ = ["ScheduleCommand", "describe_run"]
 
 
 class ScheduleCommand:
@@ -56,7 +62,11 @@ class ScheduleCommand:
             )
         run = actions.add_parser("run", help="fire due schedules until SIGTERM or Ctrl-C")
         run.add_argument("--poll-seconds", type=float, default=30.0)
-        run.add_argument("--once", action="store_true", help="check once and exit")
+        run.add_argument(
+            "--once",
+            action="store_true",
+            help="check once, say what fired and what was enqueued (or the next fire time), exit",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from treadle.jobs.scheduler import TrainingScheduler
@@ -108,9 +118,8 @@ class ScheduleCommand:
                 job_id = scheduler.trigger_schedule(find_schedule_id(scheduler, args.schedule))
                 sys.stdout.write(f"{job_id}\n")
             elif args.once:
-                for fired in scheduler.run_pending():
-                    what = "enqueued already" if fired.job_id is None else f"job {fired.job_id}"
-                    sys.stdout.write(f"{fired.name} {fired.fire_time} {what}\n")
+                fired = scheduler.run_pending()
+                sys.stdout.write(describe_run(fired, scheduler.list_schedules()) + "\n")
             else:
                 stopping = []
 
@@ -120,3 +129,38 @@ class ScheduleCommand:
                 signal.signal(signal.SIGTERM, on_sigterm)
                 scheduler.run(poll_seconds=args.poll_seconds, should_stop=lambda: bool(stopping))
         return 0
+
+
+def describe_run(fired: Sequence[FiredSchedule], schedules: Sequence[Schedule]) -> str:
+    """What one ``run_pending`` did, a line per fire time (the job it enqueued, or that
+    another scheduler had enqueued it), then when the next schedule fires."""
+    by_id = {schedule.schedule_id: schedule for schedule in schedules}
+    lines = []
+    for item in fired:
+        schedule = by_id.get(item.schedule_id)
+        job_type = f" {schedule.job_type}" if schedule is not None else ""
+        if item.job_id is None:
+            outcome = "enqueued already (by another scheduler): nothing new"
+        else:
+            outcome = f"enqueued{job_type} job {item.job_id}"
+        missed = f"; {item.skipped} earlier fire times missed" if item.skipped else ""
+        lines.append(
+            f"schedule {item.name!r} ({item.schedule_id}) fired for {item.fire_time}: "
+            f"{outcome}{missed}"
+        )
+    enqueued = sum(item.job_id is not None for item in fired)
+    if fired:
+        lines.append(f"{len(fired)} fired, {enqueued} enqueued")
+    upcoming = sorted(
+        (schedule.next_fire_at, schedule.name)
+        for schedule in schedules
+        if schedule.next_fire_at is not None
+    )
+    if upcoming:
+        next_fire_at, name = upcoming[0]
+        lead = "" if fired else "nothing was due; "
+        lines.append(f"{lead}next: schedule {name!r} at {next_fire_at}")
+    elif not fired:
+        paused = " (every schedule is paused)" if schedules else ""
+        lines.append(f"nothing was due: no active schedules{paused}")
+    return "\n".join(lines)
