@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -188,4 +190,33 @@ def test_verify_resume_cleans_up_when_a_training_part_fails(tmp_path: Path) -> N
     assert completed.returncode == 2
     assert "a training run failed" in completed.stderr
     assert "lerning_rate" in completed.stderr
+    assert list(temp.iterdir()) == []
+
+
+@needs_main_job
+def test_verify_resume_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {
+        **os.environ,
+        "TREADLE_DISABLE_PLUGINS": "",
+        "TMPDIR": str(temp),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "treadle", "verify-resume", *TINY, "--epochs", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(temp.glob("treadle-verify-resume-*/reference")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the first part never started"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
     assert list(temp.iterdir()) == []
