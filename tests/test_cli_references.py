@@ -123,6 +123,10 @@ def test_jobs_filtered_by_an_unknown_job_type_are_refused_listing_the_types(
     assert [job["job_type"] for job in listed] == ["noop"]
     assert json.loads(_out(capsys, *jobs, "list", "--type", "training", "--json")) == []
 
+    assert (
+        json.loads(_out(capsys, *jobs, "list", "--type", "noop", "--status", "failed", "--json"))
+        == []
+    )
     status, _, err = _run(capsys, *jobs, "list", "--type", "trainig")
     assert status == 2
     assert "trainig" in err

@@ -62,8 +62,13 @@ class JobsCommand:
                 sys.stdout.write(f"{job_id}\n")
             elif args.action == "list":
                 jobs = manager.list_jobs(args.status, args.job_type, args.limit)
-                if not jobs and args.job_type is not None:
-                    # nothing of a type no plugin registers: a typo; the lookup lists the types
+                if (
+                    not jobs
+                    and args.job_type is not None
+                    and not manager.list_jobs(job_type=args.job_type, limit=1)
+                ):
+                    # no job of a type, and no plugin registers it: a typo; the lookup lists
+                    # the registered types
                     manager.plugin_manager.registry("job_types").get(args.job_type)
                 if args.json:
                     listed = [attrs.asdict(job, recurse=True) for job in jobs]
