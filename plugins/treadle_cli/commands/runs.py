@@ -1,4 +1,5 @@
-"""``treadle runs list|show|best|compare|plot``: the experiment store from the command line."""
+"""``treadle runs list|show|best|compare|plot``: the experiment store from the command line. A
+run is named by its id or by its run name, when no other run has that name."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from treadle_cli.arguments import (
     split_names,
 )
 from treadle_cli.output import format_value, print_json
+from treadle_cli.references import ID_OR_NAME_HELP, find_run_id
 from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
@@ -56,19 +58,19 @@ class RunsCommand:
         listing.add_argument("--limit", type=int, default=50, help="(default: %(default)s)")
         listing.add_argument("--json", action="store_true", help="print JSON")
         show = action_parser(actions, "show", "one run: status, summary and metrics", what)
-        show.add_argument("run_id", type=int)
+        show.add_argument("run", metavar="RUN", help=f"the run: {ID_OR_NAME_HELP}")
         show.add_argument("--json", action="store_true", help="print JSON")
         best = action_parser(actions, "best", "the run with the best value of a metric", what)
         best.add_argument("metric", help="a metric name, e.g. val_loss")
         best.add_argument("--mode", choices=("min", "max"), default="min")
         best.add_argument("--json", action="store_true", help="print JSON")
         compare = action_parser(actions, "compare", "runs side by side", what)
-        compare.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+        compare.add_argument("runs", nargs="+", metavar="RUN", help=f"a run: {ID_OR_NAME_HELP}")
         compare.add_argument("--metrics", help="comma-separated metric names (default: all)")
         compare.add_argument("--reduce", choices=("last", "min", "max"), default="last")
         compare.add_argument("--json", action="store_true", help="print JSON")
         plot = action_parser(actions, "plot", "write a PNG of metric curves of runs", what)
-        plot.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+        plot.add_argument("runs", nargs="+", metavar="RUN", help=f"a run: {ID_OR_NAME_HELP}")
         plot.add_argument(
             "--metrics",
             help=f"comma-separated metric names (default: {','.join(DEFAULT_PLOT_METRICS)})",
@@ -116,7 +118,7 @@ class RunsCommand:
         return 0
 
     def _show(self, db: ExperimentDB, args: argparse.Namespace) -> int:
-        run = db.get_run(args.run_id)
+        run = db.get_run(find_run_id(db, args.run))
         metrics = _summaries(db.metric_rows([run.run_id]))
         if args.json:
             print_json({**run.to_dict(), "metrics": metrics})
@@ -172,7 +174,8 @@ class RunsCommand:
         return 0
 
     def _compare(self, db: ExperimentDB, args: argparse.Namespace) -> int:
-        frame = db.compare_runs(args.run_ids, split_names(args.metrics), reduce=args.reduce)
+        run_ids = [find_run_id(db, text) for text in args.runs]
+        frame = db.compare_runs(run_ids, split_names(args.metrics), reduce=args.reduce)
         if args.json:
             print_json(frame.to_dict(orient="records"))
             return 0
@@ -184,8 +187,9 @@ class RunsCommand:
         return 0
 
     def _plot(self, db: ExperimentDB, args: argparse.Namespace) -> int:
-        output = args.output or Path(f"runs-{'-'.join(map(str, args.run_ids))}.png")
-        path = plot_runs(db, args.run_ids, split_names(args.metrics), output)
+        run_ids = [find_run_id(db, text) for text in args.runs]
+        output = args.output or Path(f"runs-{'-'.join(map(str, run_ids))}.png")
+        path = plot_runs(db, run_ids, split_names(args.metrics), output)
         print(path)
         return 0
 
