@@ -231,6 +231,13 @@ def _built_in_settings() -> dict[str, Any]:
         "loggers": {
             "jsonl": {"read_steps": "tests.test_kit_runner:jsonl_steps"},
             "experiment": {"read_steps": "tests.test_kit_runner:experiment_steps"},
+            # MLflow's default store is ./mlflow.db in the working directory
+            "mlflow": {
+                "options": {
+                    "tracking_uri": "sqlite:///{tmp}/mlflow.db",
+                    "artifact_location": "{tmp}/mlartifacts",
+                }
+            },
         },
         "storage": {"sqlite": {"location": "sqlite:///{tmp}/store.db"}},
         "job_types": {

@@ -58,6 +58,8 @@ SETTINGS: dict[str, dict[str, str]] = {
     "loggers": {
         "read_steps": "a reference to read_steps(run_dir) -> steps the sink kept; without it "
         "the resume rule is skipped",
+        "options": "the logger's plugins.options table (a tracking location, ...), '{tmp}' in "
+        "a string standing for a temporary folder",
     },
     "exporters": {
         "case": "a reference to a function returning {'model', 'example_inputs', and optionally "
@@ -501,12 +503,28 @@ def _check_dataset(
 def _check_logger(
     name: str, registered: Any, settings: Mapping[str, Any], workdir: Path, manager: PluginManager
 ) -> ConformanceReport:
+    from treadle.config import PluginsConfig, TrainingConfig
     from treadle.testing.loggers import check_logger
 
     read_steps = settings.get("read_steps")
     if read_steps is not None:
         read_steps = resolve_reference(read_steps, "read_steps")
-    return check_logger(registered, workdir / "run", read_steps=read_steps, name=name)
+    run_dir = workdir / "run"
+    training_config = None
+    if "options" in settings:
+        options = {
+            key: value.replace("{tmp}", str(workdir)) if isinstance(value, str) else value
+            for key, value in dict(settings["options"]).items()
+        }
+        training_config = TrainingConfig(
+            checkpoint_dir=str(run_dir),
+            experiment_location=str(run_dir / "experiments.db"),
+            loggers=(),
+            plugins=PluginsConfig(options={name: options}),
+        )
+    return check_logger(
+        registered, run_dir, read_steps=read_steps, training_config=training_config, name=name
+    )
 
 
 #: The check of each kind, taking (name, registered object, settings, work folder, manager).
