@@ -1,6 +1,7 @@
 """``treadle train``: the main job. A preset (quick_prototype by default), a config file and
 flags resolve into one TrainingConfig; the model comes from the model registry, the data from
-the data module; the Trainer runs, with progress on stderr and a summary on stdout.
+the data module; the Trainer runs, with its progress display on stderr (a bar on a terminal)
+and a summary on stdout.
 
 ``--plan`` resolves everything and prints it, with where each value came from, without
 training.
@@ -80,6 +81,8 @@ class TrainCommand:
                 config,
                 checkpoint_dir=str(run_dir),
                 resume="auto" if args.resume else config.resume,
+                # -q: the summary alone, as pip -q hides its bars
+                progress_bar=config.progress_bar and not getattr(args, "quiet", 0),
             )
             setup = build_run_setup(config, manager)
             if args.plan:
@@ -98,20 +101,10 @@ class TrainCommand:
         run_dir: Path,
         distributed: DistributedContext | None = None,
     ) -> int:
-        from treadle_cli.progress import TrainProgress
-
         config = setup.config
         is_main = distributed is None or distributed.is_main
-        world_size = 1 if distributed is None else distributed.world_size
-        batches = math.ceil(len(setup.train_data) / (config.batch_size * world_size))
-        progress = TrainProgress(
-            sys.stderr, config.epochs, batches, interactive=sys.stderr.isatty()
-        )
-        trainer = setup.make_trainer(
-            manager,
-            hooks=progress if is_main else None,  # console output from rank 0 alone
-            profile_hooks=args.profile_hooks,
-        )
+        # progress: the engine's own display (config progress_bar), from rank 0 alone
+        trainer = setup.make_trainer(manager, profile_hooks=args.profile_hooks)
         results = trainer.train(setup.train_data, setup.val_data)
         if not is_main:
             return 0
