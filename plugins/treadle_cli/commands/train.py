@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from treadle_cli.arguments import add_config_arguments, resolve_arguments
+from treadle_cli.output import format_epoch
 
 if TYPE_CHECKING:
     from treadle.config import TrainingConfig
@@ -127,9 +128,7 @@ def _summary(results: Mapping[str, Any], config: TrainingConfig, run_dir: Path) 
             lines.append("continue with: treadle train --resume (same preset, config and flags)")
     best_epoch = results.get("best_epoch")
     best_loss = results.get("best_val_loss")
-    lines.append(
-        "best epoch: " + ("-" if best_epoch is None else f"{best_epoch + 1} of {config.epochs}")
-    )
+    lines.append(f"best epoch: {format_epoch(best_epoch, config.epochs)}")
     if best_loss is not None:
         perplexity = math.exp(best_loss) if best_loss < 700 else math.inf
         lines.append(f"best val loss: {best_loss:.4f} (perplexity {perplexity:.2f})")
