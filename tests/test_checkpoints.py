@@ -1133,7 +1133,7 @@ def test_the_manifest_names_its_hash_and_the_digest_is_the_documented_one(tmp_pa
     assert row["hash"]["block_bytes"] == BLOCK_BYTES == 16 << 20
     data = Path(saved.path).read_bytes()
     assert row["hash"]["hex"] == _blocks_by_hand(data, "sha256", BLOCK_BYTES)
-    assert _valid_manifest(tmp_path)["format_version"] == 2
+    assert _valid_manifest(tmp_path)["format_version"] == 3
 
 
 @pytest.mark.parametrize("algorithm", ["sha256", "blake2b"])

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BUILT_IN_COMMANDS = [
     "export",
     "jobs",
+    "plugin",
     "plugins",
     "registry",
     "runs",

@@ -14,7 +14,7 @@ from treadle.collators import CollatorRegistry, get_collator
 from treadle.errors import UnknownNameError
 from treadle.task import TaskSpec
 from treadle.testing.collators import check_collator
-from treadle.testing.losses import ConformanceError
+from treadle.testing.report import ConformanceError
 
 token_lists = st.lists(
     st.lists(st.integers(3, 258), min_size=1, max_size=24), min_size=1, max_size=12
@@ -27,7 +27,9 @@ def test_language_modeling_pads_or_truncates_to_the_task_length(
     sequences: list[list[int]], max_seq_len: int
 ) -> None:
     task = TaskSpec.language_modeling(max_seq_len=max_seq_len)
-    batch = check_collator(get_collator(task), [{"input_ids": ids} for ids in sequences])
+    batch = check_collator(get_collator(task), [{"input_ids": ids} for ids in sequences]).details[
+        "batch"
+    ]
     assert batch["input_ids"].shape == (len(sequences), max_seq_len)
     assert batch["input_ids"].dtype == torch.long
     for row, ids in enumerate(sequences):
@@ -52,7 +54,9 @@ def test_classification_right_pads_to_the_longest_in_the_batch(
     collate = CollatorRegistry().get(
         "classification", task_spec=TaskSpec.classification(num_classes=5)
     )
-    batch = check_collator(collate, [{"input_ids": ids, "label": label} for ids, label in samples])
+    batch = check_collator(
+        collate, [{"input_ids": ids, "label": label} for ids, label in samples]
+    ).details["batch"]
     longest = max(len(ids) for ids, _ in samples)
     assert batch["input_ids"].shape == (len(samples), longest)
     assert batch["labels"].tolist() == [label for _, label in samples]
@@ -76,7 +80,7 @@ def test_sequence_to_sequence_pads_source_and_target_independently(
 ) -> None:
     collate = get_collator(TaskSpec.sequence_to_sequence(max_source_len=64, max_target_len=64))
     samples = [{"input_ids": s, "target_ids": t} for s, t in pairs]
-    batch = check_collator(collate, samples)
+    batch = check_collator(collate, samples).details["batch"]
     assert batch["input_ids"].shape[1] == max(len(s) for s, _ in pairs)
     assert batch["labels"].shape[1] == max(len(t) for _, t in pairs)
     for row, (_, target) in enumerate(pairs):
@@ -100,7 +104,7 @@ def test_vision_brings_every_image_to_one_size_and_normalizes(
         {"pixel_values": torch.full((1, h, w), 0.5), "label": index % 10}
         for index, (h, w) in enumerate(sizes)
     ]
-    batch = check_collator(get_collator(task), samples)
+    batch = check_collator(get_collator(task), samples).details["batch"]
     assert batch["pixel_values"].shape == (len(sizes), 1, 8, 8)
     assert batch["pixel_values"].dtype == torch.float32
     # (0.5 - mean 0.5) / std 0.5 == 0 on every real pixel
@@ -134,7 +138,7 @@ def test_classification_stacks_input_label_tuples_as_a_tensor_dataset_gives_them
     labels = torch.randint(0, 3, (batch_size,), generator=generator)
     dataset = torch.utils.data.TensorDataset(features, labels)
     collate = get_collator(TaskSpec.classification(num_classes=3, modality="tabular"))
-    batch = check_collator(collate, [dataset[i] for i in range(batch_size)])
+    batch = check_collator(collate, [dataset[i] for i in range(batch_size)]).details["batch"]
     assert set(batch) == {"input", "labels"}
     assert torch.equal(batch["input"], features)
     assert torch.equal(batch["labels"], labels)
@@ -148,7 +152,9 @@ def test_classification_stacks_tabular_feature_rows_for_mlp_classifier() -> None
     rows: list[Any] = [{"features": [0.5, 1.5, 2.5], "label": 2, "id": "row-7"}, ([1.0, 2.0], 0)]
     with pytest.raises(ValueError, match=r"sample 1 has no 'features'"):
         collate(rows)
-    batch = check_collator(collate, [rows[0], {"features": [1.0, 2.0, 3.0], "labels": 0}])
+    batch = check_collator(collate, [rows[0], {"features": [1.0, 2.0, 3.0], "labels": 0}]).details[
+        "batch"
+    ]
     assert set(batch) == {"features", "labels"}  # the text field "id" is left out, as before
     assert batch["features"].dtype == torch.float32
     assert batch["features"].tolist() == [[0.5, 1.5, 2.5], [1.0, 2.0, 3.0]]
@@ -191,7 +197,9 @@ def test_vision_takes_image_label_tuples_of_arrays_as_torchvision_gives_them() -
     task = TaskSpec.vision_tiny(preprocessing_config={"num_channels": 3, "mean": 0.5})
     collate = get_collator(task)
     height_width_channels = numpy.full((6, 8, 3), 255, dtype=numpy.uint8)
-    batch = check_collator(collate, [(height_width_channels, 7), (torch.zeros(3, 8, 8), 2)])
+    batch = check_collator(
+        collate, [(height_width_channels, 7), (torch.zeros(3, 8, 8), 2)]
+    ).details["batch"]
     assert set(batch) == {"input", "labels"}
     assert batch["input"].shape == (2, 3, 8, 8)
     # uint8 scaled to [0, 1], then (x - 0.5) / 0.5; the two bottom rows are padding

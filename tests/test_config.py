@@ -40,7 +40,8 @@ config_values = st.fixed_dictionaries(
         "early_stopping_patience": st.none() | st.integers(1, 50),
         "precision": st.sampled_from(["auto", "32-true", "16-mixed", "bf16-mixed"]),
         "scheduler": st.sampled_from(["linear", "cosine", "constant"]),
-        "run_name": st.none() | st.text(max_size=20),
+        # a run's folder name: letters, digits, '.', '_', '-' (issue 13)
+        "run_name": st.none() | st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,19}", fullmatch=True),
         "notes": st.text(max_size=40),
         "loggers": st.lists(names, max_size=3).map(tuple),
         "adam_betas": st.tuples(st.floats(0.01, 0.99), st.floats(0.01, 0.999)),

@@ -13,6 +13,7 @@ from treadle.engine.drift import (
     DataProfile,
     DriftError,
     FeatureHistogram,
+    ProfileAccumulator,
     build_profile,
     build_token_profile,
     compute_drift,
@@ -196,3 +197,67 @@ def test_token_drift_grows_with_a_different_vocabulary_use() -> None:
     )
     assert compute_drift(reference, same).details["token_id"] < 0.01
     assert compute_drift(reference, other).details["token_id"] > 0.5
+
+
+# -- accumulating as batches pass ---------------------------------------------------------------
+
+
+def _awkward_rows() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 1, (5000, 5))
+    reference[:, 3] *= 100
+    current = rng.normal(0.3, 1.2, (3000, 5))
+    current[5, 2] = current[6, 2] = np.nan
+    current[7, 2] = np.inf
+    current[9, 1] = -np.inf
+    current[11, 4] = 1e30
+    current[12, 0] = np.nan
+    return reference, current
+
+
+def test_an_accumulated_profile_equals_the_single_pass_count_for_count() -> None:
+    """Batches of a (rows, features) float32 tensor, binned in one vectorized pass each, give
+    the counts and NaNs of build_profile over all rows; so does a mapping of columns."""
+    reference_rows, current_rows = _awkward_rows()
+    current_rows = current_rows.astype(np.float32)
+    reference = build_profile(reference_rows, bins=13)
+    whole = build_profile(current_rows, reference=reference)
+    accumulator = ProfileAccumulator(reference)
+    for start in range(0, 3000, 256):
+        accumulator.update(torch.from_numpy(current_rows[start : start + 256]))
+    accumulated = accumulator.profile()
+    assert accumulated.features == whole.features
+    assert accumulated.num_samples == 3000
+    assert accumulated.features["feature_2"].missing == 2
+    columns = ProfileAccumulator(reference)
+    for start in range(0, 3000, 500):
+        columns.update({f"feature_{i}": current_rows[start : start + 500, i] for i in range(5)})
+    assert columns.profile().features == whole.features
+    assert compute_drift(reference, accumulated).details == compute_drift(reference, whole).details
+
+
+def test_an_accumulator_bins_uneven_edges_and_named_columns_like_build_profile() -> None:
+    edges = (0.0, 1.0, 5.0, 6.0)
+    reference = DataProfile(
+        features={
+            name: FeatureHistogram(kind="numeric", edges=edges, counts=(0, 0, 0))
+            for name in ("feature_0", "feature_1")
+        },
+        num_samples=0,
+    )
+    rows = np.random.default_rng(1).uniform(-1, 7, (1000, 2))
+    accumulator = ProfileAccumulator(reference)
+    accumulator.update(rows[:600])
+    accumulator.update(rows[600:])
+    assert accumulator.profile().features == build_profile(rows, reference=reference).features
+
+
+def test_an_accumulator_refuses_token_profiles_and_batches_lacking_a_feature() -> None:
+    tokens = build_token_profile([[1, 2, 3]], vocab_size=5)
+    with pytest.raises(DriftError, match="categorical"):
+        ProfileAccumulator(tokens)
+    accumulator = ProfileAccumulator(build_profile({"x": [0.0, 1.0], "y": [1.0, 2.0]}))
+    with pytest.raises(DriftError, match="lacks features of the reference profile: y"):
+        accumulator.update({"x": [0.5]})
+    with pytest.raises(DriftError, match="2-D array"):
+        accumulator.update(np.zeros((2, 2, 2)))

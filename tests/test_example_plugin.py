@@ -61,7 +61,7 @@ def test_treadle_plugins_lists_the_installed_example_with_its_version(example_si
     records = {record["name"]: record for record in json.loads(result.stdout)}
     example = records["example"]
     assert example["distribution"] == "treadle-example-plugin"
-    assert example["version"] == "0.4.0"
+    assert example["version"] == "0.5.0"
     assert example["status"] == "loaded"
     assert example["registers"]["losses"] == ["focal"]
     assert example["registers"]["collators"] == ["tabular"]
@@ -77,9 +77,9 @@ from treadle.testing.collators import check_collator
 from treadle.testing.losses import check_loss_strategy
 
 entry = LossStrategyRegistry().entry("focal")
-assert str(entry.provenance) == "example: treadle-example-plugin 0.4.0", entry.provenance
+assert str(entry.provenance) == "example: treadle-example-plugin 0.5.0", entry.provenance
 report = check_loss_strategy(lambda: get_loss_strategy("focal", gamma=2.0), "classification")
-assert report.accumulation == "num_items_in_batch", report
+assert report.details["accumulation"] == "num_items_in_batch", report
 collate = CollatorRegistry().get("tabular")
 torch.manual_seed(0)
 x = torch.randn(64, 4)

@@ -182,11 +182,13 @@ def test_exporter_round_trip_matches_on_other_batch_sizes_and_lengths(
         "task_spec": task.to_dict(),
     }
 
-    errors = check_exporter(
+    report = check_exporter(
         exporter, model, example, tmp_path, task_spec=task, variants=variants, metadata=metadata
     )
 
-    assert set(errors) == {describe_inputs(inputs) for inputs in [example, *variants]}
+    assert set(report.details["max_abs_error"]) == {
+        describe_inputs(inputs) for inputs in [example, *variants]
+    }
 
 
 @pytest.mark.parametrize("format_name", ["onnx", "torchscript", "torch_export"])
@@ -197,7 +199,7 @@ def test_the_bundle_loader_runs_the_artifact_without_treadle_on_other_shapes(
     variants = _variant_inputs(model, "tiny_gpt", task)
     example = {name: tensor[:1] for name, tensor in variants[1].items()}
 
-    errors = check_bundle_loader(
+    report = check_bundle_loader(
         get_registry("exporters").create(format_name),
         model,
         example,
@@ -206,7 +208,9 @@ def test_the_bundle_loader_runs_the_artifact_without_treadle_on_other_shapes(
         variants=variants,
     )
 
-    assert set(errors) == {describe_inputs(inputs) for inputs in [example, *variants]}
+    assert set(report.details["max_abs_error"]) == {
+        describe_inputs(inputs) for inputs in [example, *variants]
+    }
 
 
 def test_onnx_graph_has_named_dynamic_batch_and_sequence_axes(tmp_path: Path) -> None:

@@ -36,10 +36,10 @@ def test_builtin_passes_the_conformance_kit(
     name: str, layout: Any, options: dict[str, Any]
 ) -> None:
     report = check_loss_strategy(lambda: get_loss_strategy(name, **options), layout)
-    assert report.accumulation == "num_items_in_batch"
-    assert report.all_masked == "error"
-    assert report.max_gradient_difference < 1e-5
-    assert "accumulation invariance" in report.checks
+    assert report.details["accumulation"] == "num_items_in_batch"
+    assert report.details["all_masked"] == "error"
+    assert report.details["max_gradient_difference"] < 1e-5
+    assert "accumulation invariance" in report.passed
 
 
 def test_the_kit_catches_a_loss_that_means_per_micro_batch() -> None:
@@ -168,6 +168,55 @@ def test_classification_refuses_out_of_range_and_multi_label_with_the_values() -
         strategy.compute_loss(torch.randn(3, 4), torch.tensor([0, 7, 1]))
     with pytest.raises(ValueError, match="argmax"):
         strategy.compute_loss(torch.randn(3, 4), torch.tensor([[0, 1, 0, 0]] * 3))
+
+
+def test_classification_skips_an_ignore_index_that_is_also_a_class_id() -> None:
+    """ignore_index=0 with labels holding 0: those samples do not count. (They did while a
+    batch whose labels were all in range took a path without ignore_index.)"""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 3)
+    labels = torch.tensor([0, 1, 2, 0])
+    loss = get_loss_strategy("classification", ignore_index=0).compute_loss(logits, labels)
+    assert torch.equal(loss, F.cross_entropy(logits, labels, ignore_index=0))
+
+
+def test_classification_equals_a_hand_written_cross_entropy_bit_for_bit() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(32, 10, requires_grad=True)
+    labels = torch.randint(0, 10, (32,))
+    labels[3] = -100
+    loss = get_loss_strategy("classification").compute_loss(logits, labels)
+    assert torch.equal(loss, F.cross_entropy(logits, labels))
+
+
+def test_classification_checks_every_batch_not_only_the_first() -> None:
+    """The class ids are left to the CPU kernel's own check (no extra pass, no sync): a bad id
+    in a later batch still gets the message with its position and value, and a batch whose
+    labels are all ignored is still refused rather than NaN."""
+    strategy = get_loss_strategy("classification")
+    strategy.compute_loss(torch.randn(3, 4), torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"out of range at \(position: value\) 1: 9\."):
+        strategy.compute_loss(torch.randn(3, 4), torch.tensor([0, 9, 1]))
+    with pytest.raises(ValueError, match=r"out of range at \(position: value\) 2: -3\."):
+        strategy.compute_loss(torch.randn(3, 4), torch.tensor([0, 1, -3]))
+    with pytest.raises(ValueError, match="padding, masked or ignored"):
+        strategy.compute_loss(torch.randn(3, 4), torch.full((3,), -100))
+    with pytest.raises(ValueError, match="padding, masked or ignored"):
+        strategy.compute_loss(
+            torch.randn(3, 4), torch.full((3,), -100), {"class_weights": torch.ones(4)}
+        )
+    nan_logits = torch.full((3, 4), math.nan)
+    assert math.isnan(float(strategy.compute_loss(nan_logits, torch.tensor([0, 1, 2]))))
+
+
+def test_the_device_check_of_class_ids_names_the_range() -> None:
+    """On an accelerator the ids are checked by an asynchronous device assertion; on the CPU
+    the same call raises at once, which is how its message is tested here."""
+    from treadle_losses.classification import assert_class_ids_async
+
+    assert_class_ids_async(torch.tensor([0, 3, -100]), 4, -100, "ClassificationLoss")
+    with pytest.raises(RuntimeError, match=r"ClassificationLoss: labels must be class ids in"):
+        assert_class_ids_async(torch.tensor([0, 4]), 4, -100, "ClassificationLoss")
 
 
 # -- PEFT -----------------------------------------------------------------------------------

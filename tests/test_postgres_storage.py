@@ -94,7 +94,7 @@ def test_each_store_keeps_its_schema_version_and_opening_again_changes_nothing(
     for kind in ("models", "experiments", "jobs"):
         open_store(postgres_url, kind, postgres_manager).close()
     versions = dict(_sql(postgres_url, "SELECT component, version FROM treadle_schema"))
-    assert versions == {"registry": 1, "experiments": 1, "jobs": 1}
+    assert versions == {"registry": 1, "experiments": 2, "jobs": 1}
     tables = {row[0] for row in _sql(postgres_url, _TABLES)}
     assert {"models", "model_tags", "runs", "run_metrics", "jobs", "job_schedules"} <= tables
     for kind in ("models", "experiments", "jobs"):

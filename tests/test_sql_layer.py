@@ -114,7 +114,8 @@ CREATE TABLE runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT, run_name TEXT NOT NULL, status TEXT NOT NULL,
     config TEXT NOT NULL, notes TEXT NOT NULL, run_dir TEXT, created_at TEXT NOT NULL,
     ended_at TEXT, error TEXT, attempt INTEGER NOT NULL DEFAULT 1,
-    summary TEXT NOT NULL DEFAULT '{}');
+    summary TEXT NOT NULL DEFAULT '{}', owner_pid INTEGER, owner_host TEXT, owner_token TEXT,
+    owner_started_at TEXT, heartbeat_at REAL, lease_expires_at REAL);
 CREATE TABLE run_attempts (
     run_id INTEGER NOT NULL REFERENCES runs, attempt INTEGER NOT NULL,
     started_at TEXT NOT NULL, resume_step INTEGER, PRIMARY KEY (run_id, attempt));

@@ -236,7 +236,7 @@ def test_each_store_migrates_its_own_tables_forward_on_open(
     with sqlite3.connect(path) as connection:
         versions = dict(connection.execute("SELECT component, version FROM treadle_schema"))
     connection.close()
-    assert versions == {"experiments": 1, "registry": 1}
+    assert versions == {"experiments": 2, "registry": 1}
 
 
 def test_the_database_runs_in_wal_mode_with_foreign_keys(

@@ -262,6 +262,29 @@ def test_workflow_3_model_registry(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_workflows_1_2_3_one_after_another_in_one_folder_each_keep_their_own_run(
+    tmp_path: Path,
+) -> None:
+    """Issue 13: the three share ``./checkpoints`` (each Trainer's checkpoint_dir); each new
+    run gets its own folder, so workflow 3 registers its own checkpoint and loads it."""
+    pytest.importorskip("sklearn", reason="workflow 2's digits need scikit-learn")
+    for number in (1, 2):
+        _run(number, tmp_path)
+    stdout = _run(3, tmp_path)
+    assert "Production model writes:" in stdout
+    from treadle.model_registry import ModelRegistry
+
+    with ModelRegistry(tmp_path / "models.db") as registry:
+        entry = registry.get_model(tag="production")
+    folders = sorted(path.name for path in tmp_path.iterdir() if path.name.startswith("checkp"))
+    assert folders == ["checkpoints", "checkpoints-2", "checkpoints-3"]
+    assert Path(tmp_path / entry.checkpoint_path).parent == tmp_path / "checkpoints-3"
+    for folder in folders:
+        run = json.loads((tmp_path / folder / "run.json").read_text())
+        assert run["status"] == "completed"
+
+
+@pytest.mark.slow
 def test_workflow_4_export_bundle(tmp_path: Path) -> None:
     stdout = _run(4, tmp_path)
     (bundle,) = (tmp_path / "exports").iterdir()

@@ -50,23 +50,7 @@ class Net(nn.Module):
         return self.head(self.embedding(input_ids).mean(1))
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                raises=OSError,
-                reason="load_checkpoint lets ENAMETOOLONG out as an OSError (nothing is "
-                "written; the error type is the checkpoints code's to fix)",
-                strict=False,
-            ),
-        )
-        if len(name) > 255
-        else name
-        for name in HOSTILE_NAMES
-    ],
-)
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
 def test_x1_a_checkpoint_name_never_reaches_outside_the_run_folder(
     tmp_path: Path, name: str
 ) -> None:
@@ -103,12 +87,6 @@ def test_x1_a_model_name_and_version_make_a_bundle_inside_the_output_folder(
     assert outside(tmp_path, root) == before
 
 
-@pytest.mark.xfail(
-    reason="run_name validation belongs to the run-ownership work (issue 14's runs part); "
-    "today '../escape' puts the run folder beside the checkpoints root. Remove this mark "
-    "when it lands.",
-    strict=False,
-)
 @pytest.mark.parametrize("name", ["../escape", "a/../../escape", "/tmp/treadle-x1-run"])
 def test_x1_a_run_name_is_refused_or_its_folder_lies_inside_the_root(
     tmp_path: Path, name: str

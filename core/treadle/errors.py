@@ -6,6 +6,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "JobError",
+    "MissingDependencyError",
     "PluginConflictError",
     "PluginError",
     "PluginLoadError",
@@ -73,3 +74,8 @@ class JobError(TreadleError):
 class DataError(TreadleError, ValueError):
     """A data file, data set or record cannot be used as given: the message names the file and
     line, column or byte offset, and the fix. Raised before anything partial is returned."""
+
+
+class MissingDependencyError(TreadleError, ImportError):
+    """An optional library that a feature needs is not installed; the message names the
+    feature and the exact ``pip install "treadle[<extra>]"`` that adds it."""

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from treadle.errors import ConfigError, UnknownNameError
+from treadle.optional import require
+from treadle.owner import LEASE_SECONDS, ProcessOwner
 from treadle.storage import (
     DEFAULT_LOCATION,
     RUN_STATUSES,
@@ -51,6 +53,9 @@ RUN_COLUMNS = (
     "notes",
     "run_dir",
     "error",
+    "owner_pid",
+    "owner_host",
+    "heartbeat_at",
 )
 _REDUCTIONS = ("last", "min", "max")
 
@@ -100,6 +105,12 @@ def _check_run_id(value: object) -> int:
     return value
 
 
+def _lease(owner: ProcessOwner | None, lease_seconds: float | None) -> float | None:
+    if owner is None:
+        return None
+    return LEASE_SECONDS if lease_seconds is None else float(lease_seconds)
+
+
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
@@ -142,13 +153,20 @@ class ExperimentDB:
         *,
         run_dir: str | Path | None = None,
         status: str = "running",
+        owner: ProcessOwner | None = None,
+        lease_seconds: float | None = None,
     ) -> int:
         """Record a new run; returns its ``run_id``.
 
         :param config: the run's configuration: JSON data, or an object with ``to_dict()``
             (a :class:`~treadle.config.TrainingConfig`).
         :param run_dir: the run's folder, by which a resumed run finds its record.
-        :param status: ``running`` (the default), ``completed`` or ``failed``.
+        :param status: ``running`` (the default), or any of :data:`~treadle.storage.RUN_STATUSES`.
+        :param owner: the process running it (:func:`treadle.owner.current_owner`): with it,
+            the run is reported ``died`` once that process is gone from this machine or its
+            heartbeats (:meth:`heartbeat`) stop for longer than ``lease_seconds``.
+        :param lease_seconds: how long the first heartbeat vouches for the run
+            (:data:`treadle.owner.LEASE_SECONDS` by default, with an owner).
         :raises ConfigError: a malformed name, status or config (the key named).
         """
         check_name(run_name, "run name")
@@ -157,7 +175,13 @@ class ExperimentDB:
         self._check_status(status)
         data = check_config({} if config is None else config)
         return self.store.create_run(
-            run_name=run_name, config=data, notes=notes, run_dir=folder, status=status
+            run_name=run_name,
+            config=data,
+            notes=notes,
+            run_dir=folder,
+            status=status,
+            owner=owner,
+            lease_seconds=_lease(owner, lease_seconds),
         )
 
     def log_metric(
@@ -199,14 +223,41 @@ class ExperimentDB:
         ]
         self.store.add_metrics(_check_run_id(run_id), None, rows)
 
-    def resume_run(self, run_id: int, from_step: int | None) -> int:
+    def resume_run(
+        self,
+        run_id: int,
+        from_step: int | None,
+        *,
+        owner: ProcessOwner | None = None,
+        lease_seconds: float | None = None,
+    ) -> int:
         """Start the next attempt of a run resumed from a checkpoint at optimizer step
         ``from_step``: rows earlier attempts logged after it are marked superseded (the new
         attempt logs those steps again). Returns the attempt number.
 
+        :param owner: the process of the new attempt, as for :meth:`log_run`.
         :raises UnknownNameError: no run has this id.
         """
-        return self.store.start_attempt(_check_run_id(run_id), _check_step(from_step, "from_step"))
+        return self.store.start_attempt(
+            _check_run_id(run_id),
+            _check_step(from_step, "from_step"),
+            owner=owner,
+            lease_seconds=_lease(owner, lease_seconds),
+        )
+
+    def heartbeat(self, run_id: int, attempt: int, lease_seconds: float = LEASE_SECONDS) -> bool:
+        """Mark attempt ``attempt`` of a running run alive for ``lease_seconds`` more (call it
+        every :data:`~treadle.owner.HEARTBEAT_SECONDS`). Returns ``False``, changing nothing,
+        when the run is no longer running or a later attempt took it over.
+
+        :raises ConfigError: ``lease_seconds`` is not a positive number.
+        """
+        if isinstance(lease_seconds, bool) or not (
+            isinstance(lease_seconds, int | float) and 0 < lease_seconds < math.inf
+        ):
+            msg = f"lease_seconds must be a positive number: {lease_seconds!r}"
+            raise ConfigError(msg)
+        return self.store.heartbeat(_check_run_id(run_id), int(attempt), float(lease_seconds))
 
     def update_run(
         self,
@@ -216,8 +267,9 @@ class ExperimentDB:
         error: str | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> None:
-        """Set a run's status (``completed`` / ``failed`` stamp ``ended_at``), its error
-        text, and merge ``summary`` (JSON data: ``best_checkpoint``, ...) into its summary.
+        """Set a run's status (``completed``, ``failed``, ``interrupted`` and ``died`` stamp
+        ``ended_at``), its error text, and merge ``summary`` (JSON data:
+        ``best_checkpoint``, ...) into its summary.
 
         :raises UnknownNameError: no run has this id.
         """
@@ -249,7 +301,9 @@ class ExperimentDB:
         run_dir: str | Path | None = None,
         limit: int | None = None,
     ) -> list[RunRecord]:
-        """Runs matching every given filter, newest first."""
+        """Runs matching every given filter, newest first. ``status="died"`` finds the runs
+        still marked ``running`` whose process is gone (and only those: ``running`` finds the
+        live ones)."""
         if status is not None:
             self._check_status(status)
         return self.store.find_runs(
@@ -263,6 +317,7 @@ class ExperimentDB:
         self, limit: int | None = None, *, name: str | None = None, status: str | None = None
     ) -> pandas.DataFrame:
         """Runs, newest first, as a DataFrame with :data:`RUN_COLUMNS`."""
+        require("pandas", extra="pandas", feature="ExperimentDB.list_runs")
         import pandas
 
         runs = self.find_runs(name=name, status=status, limit=limit)
@@ -298,6 +353,7 @@ class ExperimentDB:
             (``superseded`` True).
         :raises UnknownNameError: no run has this id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB.get_metrics")
         import pandas
 
         self.get_run(run_id)
@@ -329,6 +385,7 @@ class ExperimentDB:
 
         :raises UnknownNameError: no run has this id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB.get_history")
         import pandas
 
         self.get_run(run_id)
@@ -355,6 +412,7 @@ class ExperimentDB:
             ``min`` or ``max`` (NaN ignored).
         :raises UnknownNameError: an id names no run; the message lists every such id.
         """
+        require("pandas", extra="pandas", feature="ExperimentDB.compare_runs")
         import pandas
 
         if reduce not in _REDUCTIONS:

@@ -8,8 +8,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from treadle.errors import ConfigError, TreadleError
 
@@ -20,7 +23,13 @@ if TYPE_CHECKING:
     from treadle.plugins import PluginManager
     from treadle.task import TaskSpec
 
-__all__ = ["MODEL_REFERENCE_FORMS", "load_checkpoint_model", "parse_model_ref"]
+__all__ = [
+    "MODEL_REFERENCE_FORMS",
+    "VerifiedCheckpoint",
+    "load_checkpoint_model",
+    "load_verified_checkpoint",
+    "parse_model_ref",
+]
 
 #: The reference forms :func:`parse_model_ref` accepts, for help texts and messages.
 MODEL_REFERENCE_FORMS = "ID (42), NAME:VERSION (gpt:1.0.0), :VERSION (:1.0.0) or @TAG (@production)"
@@ -101,3 +110,112 @@ def load_checkpoint_model(
     model: torch.nn.Module = factory(training_config, task_spec)
     model.load_state_dict(state_dict)
     return model.eval(), training_config, task_spec
+
+
+@attrs.frozen(kw_only=True)
+class VerifiedCheckpoint:
+    """A treadle checkpoint read with verification and rebuilt as its model.
+
+    :ivar path: the file.
+    :ivar model: the model its factory built, with the checkpoint's weights, in eval mode.
+    :ivar training_config: the config it was trained with.
+    :ivar task_spec: its task.
+    :ivar metrics: the metrics it was saved with (empty for a mid-epoch save).
+    :ivar epoch: the epoch it was saved in.
+    :ivar run_id: the run it belongs to (``None`` for one saved without a run).
+    """
+
+    path: Path
+    model: torch.nn.Module
+    training_config: TrainingConfig
+    task_spec: TaskSpec
+    metrics: dict[str, float]
+    epoch: int
+    run_id: str | None
+
+
+def load_verified_checkpoint(
+    checkpoint_path: str | Path,
+    plugin_manager: PluginManager | None = None,
+    *,
+    model_type: str | None = None,
+) -> VerifiedCheckpoint:
+    """Read a checkpoint as :class:`~treadle.engine.checkpoints.CheckpointManager` does
+    (its digest or zip CRCs checked, ``weights_only=True``) and load its weights into the
+    model that the factory ``model_type`` (default: the one its training config names) builds
+    from its config, strictly.
+
+    :raises CheckpointError: the file is missing, damaged, not a treadle checkpoint, or
+        carries pickled objects.
+    :raises TreadleError: it holds no training config or task, or its weights do not fit the
+        factory's model; the message lists the missing, unexpected and mis-shaped tensors.
+    :raises UnknownNameError: no model factory of that name is registered.
+    """
+    from treadle.config import TrainingConfig
+    from treadle.engine.checkpoints.loading import read_checkpoint
+    from treadle.engine.checkpoints.state import clean_metrics
+    from treadle.plugins import get_registry
+    from treadle.task import TaskSpec
+
+    path = Path(checkpoint_path)
+    payload = read_checkpoint(path)
+    training = _first(payload, _TRAINING_KEYS, "training config", path)
+    task = _first(payload, _TASK_KEYS, "task spec", path)
+    try:
+        training_config = TrainingConfig.from_dict(training)
+        task_spec = TaskSpec.from_dict(task)
+    except (ConfigError, TypeError, ValueError) as err:
+        msg = f"checkpoint {path} holds a training config or task this treadle cannot read: {err}"
+        raise TreadleError(msg) from err
+    factory_name = model_type or training_config.model_type
+    factory = get_registry("models", plugin_manager).get(factory_name)
+    model: torch.nn.Module = factory(training_config, task_spec)
+    state = payload["model_state_dict"]
+    mismatch = _state_mismatch(model.state_dict(), state)
+    if mismatch:
+        msg = (
+            f"checkpoint {path} does not fit the model that factory {factory_name!r} builds "
+            f"from its config ({_architecture(training_config)}): {mismatch}. Register it "
+            "under the factory that trained it (--model-type), or check that it is the "
+            "checkpoint you meant"
+        )
+        raise TreadleError(msg)
+    model.load_state_dict(state, strict=True)
+    return VerifiedCheckpoint(
+        path=path,
+        model=model.eval(),
+        training_config=training_config,
+        task_spec=task_spec,
+        metrics=clean_metrics(payload.get("metrics") or {}),
+        epoch=int(payload.get("epoch", -1)),
+        run_id=payload.get("run_id") if isinstance(payload.get("run_id"), str) else None,
+    )
+
+
+def _state_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any]) -> str:
+    """What keeps ``found`` from loading strictly where ``expected`` is: missing, unexpected
+    and mis-shaped tensors (a few of each), or ``""``."""
+    missing = [key for key in expected if key not in found]
+    unexpected = [key for key in found if key not in expected]
+    shapes = [
+        f"{key} {tuple(found[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in expected
+        if key in found
+        and hasattr(found[key], "shape")
+        and tuple(found[key].shape) != tuple(expected[key].shape)
+    ]
+    parts = []
+    for label, items in (
+        ("missing", missing),
+        ("unexpected", unexpected),
+        ("shapes differ (checkpoint vs model)", shapes),
+    ):
+        if items:
+            shown = ", ".join(items[:4]) + (f" and {len(items) - 4} more" if len(items) > 4 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts)
+
+
+def _architecture(config: TrainingConfig) -> str:
+    fields = ("model_type", "vocab_size", "d_model", "num_layers", "num_heads", "d_ff")
+    return ", ".join(f"{name}={getattr(config, name)}" for name in fields)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from treadle.errors import ConfigError, UnknownNameError
+from treadle.optional import require
 from treadle.storage import (
     DEFAULT_LOCATION,
     MODEL_STATUSES,
@@ -269,6 +270,24 @@ class ModelRegistry:
             )
         return model_id
 
+    def next_version(self, name: str) -> str:
+        """The version after the highest ``MAJOR.MINOR.PATCH`` of model ``name`` (patch + 1),
+        or ``1.0.0`` for a new name. Versions of other shapes are passed over.
+
+        Two processes may choose the same one at once: register with it and, on
+        :class:`DuplicateModelError`, ask again.
+        """
+        check_name(name, "model name")
+        versions = []
+        for entry in self.store.find_models(name=name, limit=None):
+            parts = entry.version.split(".")
+            if len(parts) == 3 and all(part.isdigit() for part in parts):
+                versions.append(tuple(int(part) for part in parts))
+        if not versions:
+            return "1.0.0"
+        major, minor, patch = max(versions)
+        return f"{major}.{minor}.{patch + 1}"
+
     @staticmethod
     def _measure(
         path: str, model_size_mb: float | None, memory_req_gb: float | None
@@ -458,6 +477,7 @@ def _profile_data(profile: object) -> dict[str, Any] | None:
 
 
 def _frame(entries: Sequence[ModelRegistryEntry]) -> pandas.DataFrame:
+    require("pandas", extra="pandas", feature="A ModelRegistry table (list_models, compare_models)")
     import pandas
 
     metric_names: dict[str, None] = {}

@@ -38,7 +38,11 @@ class LossStrategy(Protocol):
     """Computes a scalar loss from model logits and labels.
 
     A strategy may also define ``prepare_model(model)``; the Trainer calls it once before the
-    first step (the PEFT strategy freezes base parameters there).
+    first step (the PEFT strategy freezes base parameters there). With
+    ``count_items(labels, inputs)`` (the items that count in a batch) it gets
+    ``num_items_in_batch`` in ``inputs`` when training, the count of the whole optimizer step,
+    and returns the sum of its per-item losses divided by it: accumulation is then exact.
+    The whole contract: docs/plugin-kinds.md.
     """
 
     def compute_loss(
@@ -75,7 +79,10 @@ class StreamingMetric(Protocol):
     batch's ``attention_mask``, ``pad_token_id`` and the like (``shift_labels: False`` or
     ``decoder_input_ids`` there marks sequence-to-sequence labels, which are not shifted).
     ``compute()`` returns names without the ``val_`` prefix (``{"accuracy": 0.9}``); the
-    Trainer adds it. Keep running sums only: never the logits of the whole validation.
+    Trainer adds it. Keep running sums only, as tensor attributes (or one level down in an
+    object it holds): a distributed run sums every such tensor over the ranks before
+    ``compute()``, and Python numbers are not synchronized. Never keep the logits of the whole
+    validation.
     """
 
     def update(self, logits: torch.Tensor, labels: torch.Tensor, inputs: Any) -> None: ...

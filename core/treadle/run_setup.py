@@ -40,6 +40,7 @@ __all__ = [
     "build_run_setup",
     "next_run_dir",
     "parse_override",
+    "run_folder_base",
     "resolve_config",
 ]
 
@@ -136,9 +137,33 @@ def resolve_config(
         if value is not None:
             layer({key: value}, field_label(key))
     base = TrainingConfig().to_dict()
+    _nest_plugin_options(values, sources, base)
     config = TrainingConfig.from_dict({**base, **values}, source=origin, sources=sources)
     all_sources = {name: sources.get(name, "default") for name in base}
     return ResolvedConfig(config, all_sources)
+
+
+def _nest_plugin_options(
+    values: dict[str, Any], sources: dict[str, str], base: Mapping[str, Any]
+) -> None:
+    """Move dotted keys into plugin options: ``hf.model=gpt2`` (or the long form
+    ``plugins.options.hf.model=gpt2``) sets ``plugins.options["hf"]["model"]``, on top of the
+    options the other layers gave."""
+    dotted = [key for key in values if "." in key]
+    if not dotted:
+        return
+    plugins = dict(values.get("plugins", base["plugins"]))
+    options = {name: dict(table) for name, table in dict(plugins.get("options", {})).items()}
+    for key in dotted:
+        path = key.removeprefix("plugins.options.")
+        name, _, option = path.partition(".")
+        if not name or not option:
+            msg = f"{sources[key]} {key}: expected PLUGIN.OPTION=VALUE, e.g. hf.model=gpt2"
+            raise ConfigError(msg)
+        options.setdefault(name, {})[option] = values.pop(key)
+        sources["plugins"] = sources.pop(key)
+    plugins["options"] = options
+    values["plugins"] = plugins
 
 
 @attrs.frozen
@@ -213,23 +238,49 @@ def build_run_setup(config: TrainingConfig, plugin_manager: PluginManager) -> Ru
     return RunSetup(config, task_spec, model, model_config, train_data, val_data)
 
 
-def next_run_dir(root: str | os.PathLike[str], run_name: str, resume: bool) -> Path:
-    """The folder of a run named ``run_name`` under ``root``: ``root/run_name``, or
-    ``run_name-2``, ``-3``...; the newest non-empty one to resume, else the first that is
-    empty or absent.
+def run_folder_base(root: str | os.PathLike[str], run_name: str) -> Path:
+    """The first folder of the runs named ``run_name`` under ``root`` (``root/run_name``; the
+    next ones are ``run_name-2``, ``-3``, ...), checked to lie inside ``root``.
 
-    :raises ConfigError: ``resume`` and no such run exists, or 999 runs of the name exist.
+    :raises ConfigError: ``run_name`` is not one path component inside ``root`` (``..``, a
+        separator, an absolute path, NUL): :class:`~treadle.config.TrainingConfig` refuses
+        such names already; this guards every other caller.
     """
-    root = Path(root)
-    candidates = [root / run_name] + [root / f"{run_name}-{n}" for n in range(2, 1000)]
-    existing = [path for path in candidates if path.exists() and any(path.iterdir())]
+    if not isinstance(run_name, str) or "\x00" in run_name or "\x00" in os.fspath(root):
+        msg = f"run name {run_name!r} or folder {os.fspath(root)!r} holds a NUL byte"
+        raise ConfigError(msg)
+    top = Path(os.path.abspath(root))
+    base = Path(os.path.abspath(top / run_name))
+    if base.parent != top or base.name != run_name:
+        msg = (
+            f"run name {run_name!r} does not name one folder inside {top}; use letters, "
+            "digits, '.', '_' and '-'"
+        )
+        raise ConfigError(msg)
+    return base
+
+
+def next_run_dir(root: str | os.PathLike[str], run_name: str, resume: bool) -> Path:
+    """The folder a run named ``run_name`` under ``root`` would take now, as ``treadle
+    train`` does: ``root/run_name`` or ``run_name-2``, ``-3``...; the newest one holding a run
+    to resume, else the first holding none. Nothing is created or claimed: the
+    :class:`~treadle.engine.trainer.Trainer` claims its folder itself, under a lock, when it
+    starts (another process may take this one first; the run then takes the next).
+
+    :raises ConfigError: ``resume`` and no such run exists, 999 runs of the name exist, or the
+        name would leave ``root``.
+    """
+    from treadle.engine.checkpoints.run_folder import find_run_folder, folder_series, holds_run
+
+    base = run_folder_base(root, run_name)
     if resume:
-        if not existing:
-            msg = f"no run named {run_name!r} under {root} to resume"
+        found = find_run_folder(base)
+        if found is None:
+            msg = f"no run named {run_name!r} under {base.parent} to resume"
             raise ConfigError(msg)
-        return existing[-1]
-    for path in candidates:
-        if not (path.exists() and any(path.iterdir())):
+        return found
+    for path in folder_series(base):
+        if not (path.exists() and (not path.is_dir() or holds_run(path))):
             return path
-    msg = f"{root} holds 999 runs named {run_name!r}; choose another run_name"
+    msg = f"{base.parent} holds 999 runs named {run_name!r}; choose another run_name"
     raise ConfigError(msg)

@@ -34,6 +34,7 @@ from treadle.store_values import (
 
 if TYPE_CHECKING:
     from treadle.jobs.records import AttemptOutcome, Claim, HeartbeatReply, Job, Schedule
+    from treadle.owner import ProcessOwner
     from treadle.plugins import PluginManager
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "run_record_from_row",
     "DEFAULT_LOCATION",
     "MODEL_STATUSES",
+    "ENDED_RUN_STATUSES",
     "RUN_STATUSES",
     "STORE_KINDS",
     "DuplicateModelError",
@@ -70,7 +72,12 @@ __all__ = [
 DEFAULT_LOCATION = "treadle.db"
 STORE_KINDS = ("models", "experiments", "jobs")
 MODEL_STATUSES = ("active", "retired", "experimental")
-RUN_STATUSES = ("running", "completed", "failed")
+#: ``interrupted``: stopped by SIGINT or SIGTERM after saving (resumable); ``died``: its
+#: process ended without a word (``kill -9``, a lost machine), which stores report by reading
+#: the owner and heartbeat of a run still marked ``running``
+RUN_STATUSES = ("running", "completed", "failed", "interrupted", "died")
+#: the statuses that stamp ``ended_at``
+ENDED_RUN_STATUSES = ("completed", "failed", "interrupted", "died")
 
 StoreKind = Literal["models", "experiments", "jobs"]
 
@@ -126,8 +133,17 @@ def model_entry_from_row(row: Row, tags: Iterable[str]) -> ModelRegistryEntry:
     )
 
 
+def _optional(row: Row, key: str) -> Any:
+    try:
+        return row[key]
+    except (KeyError, IndexError):  # a backend's table without the owner's columns
+        return None
+
+
 def run_record_from_row(row: Row) -> RunRecord:
-    """A run from a row of a backend's ``runs`` table."""
+    """A run from a row of a backend's ``runs`` table (as stored: a ``running`` run whose
+    owner is gone is still ``running`` here; the store reports it ``died``)."""
+    heartbeat = _optional(row, "heartbeat_at")
     return RunRecord(
         run_id=row["run_id"],
         run_name=row["run_name"],
@@ -140,6 +156,12 @@ def run_record_from_row(row: Row) -> RunRecord:
         error=row["error"],
         attempt=row["attempt"],
         summary=json.loads(row["summary"]),
+        owner_pid=_optional(row, "owner_pid"),
+        owner_host=_optional(row, "owner_host"),
+        owner_started_at=_optional(row, "owner_started_at"),
+        heartbeat_at=None
+        if heartbeat is None
+        else datetime.fromtimestamp(float(heartbeat), UTC).isoformat(timespec="seconds"),
     )
 
 
@@ -232,9 +254,16 @@ class NewModel:
 class RunRecord:
     """One experiment run.
 
+    :ivar status: one of :data:`RUN_STATUSES`; ``died`` for a run still marked ``running``
+        whose process is gone (its pid no longer runs on this machine, or its heartbeat is
+        older than its lease).
     :ivar attempt: how many times the run was started; a resume starts a new attempt.
     :ivar summary: what the run reported at its end (``best_checkpoint``, ``best_val_loss``,
         ``stop_reason``, ...).
+    :ivar owner_pid: the process of its latest attempt (``None`` when it recorded none).
+    :ivar owner_host: that process's host.
+    :ivar owner_started_at: when that attempt started, ISO 8601.
+    :ivar heartbeat_at: its last heartbeat, ISO 8601 (``None`` without one).
     """
 
     run_id: int
@@ -248,6 +277,10 @@ class RunRecord:
     error: str | None
     attempt: int
     summary: dict[str, Any] = attrs.field(hash=False)
+    owner_pid: int | None = None
+    owner_host: str | None = None
+    owner_started_at: str | None = None
+    heartbeat_at: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data."""
@@ -365,18 +398,33 @@ class ExperimentStore(Protocol):
         notes: str,
         run_dir: str | None,
         status: str,
+        owner: ProcessOwner | None = None,
+        lease_seconds: float | None = None,
     ) -> int:
-        """Store a new run (attempt 1); returns its id."""
+        """Store a new run (attempt 1); returns its id. With an ``owner``, the run records it
+        and a heartbeat now, its lease running ``lease_seconds`` (see :meth:`heartbeat`)."""
         ...
 
-    def start_attempt(self, run_id: int, resume_step: int | None) -> int:
+    def start_attempt(
+        self,
+        run_id: int,
+        resume_step: int | None,
+        owner: ProcessOwner | None = None,
+        lease_seconds: float | None = None,
+    ) -> int:
         """Start the next attempt of a run resumed at optimizer step ``resume_step``: rows of
         earlier attempts logged after that step are marked superseded (the new attempt logs
-        those steps again), status goes back to ``running``; returns the attempt number.
-        ``None``: nothing is superseded.
+        those steps again), status goes back to ``running`` (with ``owner`` and a heartbeat,
+        as :meth:`create_run`); returns the attempt number. ``None``: nothing is superseded.
 
         :raises UnknownNameError: no run has this id.
         """
+        ...
+
+    def heartbeat(self, run_id: int, attempt: int, lease_seconds: float) -> bool:
+        """Mark attempt ``attempt`` of a running run alive now, for ``lease_seconds`` more:
+        a ``running`` run whose lease ran out is reported ``died``. Returns ``False`` (and
+        changes nothing) when the run is no longer running or another attempt took over."""
         ...
 
     def add_metrics(self, run_id: int, attempt: int | None, rows: Iterable[MetricValues]) -> int:
@@ -395,8 +443,8 @@ class ExperimentStore(Protocol):
         error: str | None = None,
         summary: Mapping[str, Any] | None = None,
     ) -> None:
-        """Set the status (``completed`` and ``failed`` also set ``ended_at``), the error
-        text, and merge ``summary`` into the stored one.
+        """Set the status (those of :data:`ENDED_RUN_STATUSES` also set ``ended_at``), the
+        error text, and merge ``summary`` into the stored one.
 
         :raises UnknownNameError: no run has this id.
         """

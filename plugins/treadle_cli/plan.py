@@ -106,7 +106,8 @@ def describe_plan(resolved: ResolvedConfig, setup: RunSetup, manager: PluginMana
         schedule.append(f"every {config.save_every_n_steps} optimizer steps")
     if config.save_every_minutes:
         schedule.append(f"every {config.save_every_minutes:g} minutes")
-    schedule.append("on SIGTERM (then stop)")
+    if config.handle_signals:
+        schedule.append("on Ctrl-C (SIGINT) or SIGTERM (then stop)")
     sections.append(
         "\n".join(
             [

@@ -14,6 +14,7 @@ from treadle.hookspecs import Register
 def treadle_register_commands(register: Register) -> None:
     register("export", "treadle_cli.commands.export:ExportCommand")
     register("jobs", "treadle_cli.commands.jobs:JobsCommand")
+    register("plugin", "treadle_cli.commands.scaffold:PluginCommand")
     register("plugins", "treadle_cli.commands.plugins:PluginsCommand")
     register("registry", "treadle_cli.commands.registry:RegistryCommand")
     register("runs", "treadle_cli.commands.runs:RunsCommand")

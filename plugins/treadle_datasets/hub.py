@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import threading
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from treadle.data import Record
 from treadle.errors import DataError
+from treadle.hub import HUB_PROBE_SECONDS, hub_unreachable, offline_setting
 
 __all__ = ["HUB_PROBE_SECONDS", "check_hub_reachable", "hub_records", "is_offline"]
 
 logger = logging.getLogger(__name__)
 
-#: How long the reachability check may take before the hub counts as unreachable.
-HUB_PROBE_SECONDS = 0.8
-
 _OFFLINE_VARIABLES = ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
-_TRUE = ("1", "true", "yes", "on")
 _FILE_BUILDERS = {
     ".json": "json",
     ".jsonl": "json",
@@ -43,10 +37,7 @@ _FILE_BUILDERS = {
 def is_offline() -> str | None:
     """The environment variable that puts Hugging Face offline (``HF_DATASETS_OFFLINE=1``),
     or ``None``."""
-    for name in _OFFLINE_VARIABLES:
-        if os.environ.get(name, "").strip().lower() in _TRUE:
-            return f"{name}={os.environ[name]}"
-    return None
+    return offline_setting(_OFFLINE_VARIABLES)
 
 
 def hub_records(
@@ -113,41 +104,12 @@ def check_hub_reachable(dataset_name: str, timeout: float = HUB_PROBE_SECONDS) -
 
     :raises DataError: the connection failed or took longer (the machine is offline).
     """
-    if os.environ.get("TREADLE_SKIP_HUB_CHECK", "").strip().lower() in _TRUE:
+    unreachable = hub_unreachable(timeout)
+    if unreachable is None:
         return
-    proxy = next(
-        (
-            os.environ[name]
-            for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
-            if os.environ.get(name)
-        ),
-        None,
-    )
-    endpoint = proxy or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-    host = parts.hostname or "huggingface.co"
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    outcome: list[BaseException | None] = []
-
-    def connect() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                outcome.append(None)
-        except OSError as err:
-            outcome.append(err)
-
-    # a thread bounds the whole check: name resolution ignores socket timeouts
-    worker = threading.Thread(target=connect, name="treadle-hub-check", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if outcome and outcome[0] is None:
-        return
-    reason = (
-        f"{type(outcome[0]).__name__}: {outcome[0]}" if outcome else f"no answer in {timeout} s"
-    )
     msg = (
-        f"{dataset_name!r} is a Hugging Face Hub data set, and the hub ({host}:{port}) cannot be "
-        f"reached: this machine looks offline ({reason}). Use a local copy (a folder saved "
+        f"{dataset_name!r} is a Hugging Face Hub data set, and the hub {unreachable} cannot be "
+        f"reached: this machine looks offline. Use a local copy (a folder saved "
         f"with Dataset.save_to_disk, or data files with load_from_file), set "
         f"HF_DATASETS_OFFLINE=1 to use cached copies, or TREADLE_SKIP_HUB_CHECK=1 to skip "
         f"this check"

@@ -3,22 +3,27 @@
 Each line is ``{"step": 120, "time": 1714560000.123, "train/batch_loss": 0.42, ...}``: metric
 names are plain keys (``/`` included), values numbers, ``null`` for NaN and infinities (strict
 JSON has neither). Lines are buffered and written every ``flush_every`` calls and on
-:meth:`JsonlLogger.close`; the file is opened for appending, so a resumed run continues it.
+:meth:`JsonlLogger.close`; the file is opened for appending, so a resumed run continues it, after
+dropping the lines the failed run wrote past the checkpoint it resumes from (those steps are
+replayed): each step is in the file once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from treadle import hookimpl
 from treadle.errors import ConfigError
 
 if TYPE_CHECKING:
     from treadle.config import TrainingConfig
+    from treadle.protocols import TrainerView
 
 __all__ = ["FILE_NAME", "RESERVED_KEYS", "JsonlLogger"]
 
@@ -80,6 +85,13 @@ class JsonlLogger:
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
+    @hookimpl
+    def treadle_on_load_checkpoint(self, trainer: TrainerView) -> None:
+        """The run resumes at ``trainer.global_step`` and replays the steps after it: drop
+        the lines a failed run wrote past that step, so each step is in the file once."""
+        if self._file is None and self.path.is_file():
+            _drop_steps_after(self.path, trainer.global_step)
+
     def flush(self) -> None:
         """Write the buffered lines and flush the file."""
         if not self._buffer:
@@ -102,3 +114,25 @@ class JsonlLogger:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def _drop_steps_after(path: Path, step: int) -> None:
+    """Rewrite ``path`` without the records of steps after ``step`` (atomically: a temporary
+    file renamed over it). Lines that do not parse are kept."""
+    kept = []
+    dropped = 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        recorded = record.get("step") if isinstance(record, dict) else None
+        if isinstance(recorded, int) and recorded > step:
+            dropped += 1
+            continue
+        kept.append(line)
+    if not dropped:
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
+    os.replace(temporary, path)

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from treadle.losses import reduce_loss
+from treadle.losses import num_items_of, reduce_loss
 from treadle_losses.shapes import is_floating, is_integer, shape_error
 
-__all__ = ["ClassificationLoss", "as_class_weights", "check_class_ids", "summed_cross_entropy"]
+__all__ = [
+    "ClassificationLoss",
+    "as_class_weights",
+    "assert_class_ids_async",
+    "check_class_ids",
+    "summed_cross_entropy",
+]
 
 _EXPECTED = "logits (batch, num_classes) float and labels (batch,) integer class ids"
 
@@ -73,30 +80,63 @@ class ClassificationLoss:
         self, logits: torch.Tensor, labels: torch.Tensor, inputs: Mapping[str, Any] | None = None
     ) -> torch.Tensor:
         """The (weighted) cross-entropy summed over counted samples, divided by
-        ``num_items_in_batch`` when given, else by the counted weight.
+        ``num_items_in_batch`` when given, else by the counted weight (a mean).
+
+        Checked at no cost to a valid batch: the ranks here; dtypes, batch sizes and class ids by
+        the cross-entropy kernel itself (on the CPU), whose error is then replaced by one naming
+        the shapes, dtypes or the offending ids with their positions. On an accelerator the
+        class ids are checked by an asynchronous device assertion with the same message.
 
         :param logits: ``(batch, num_classes)``, float.
         :param labels: ``(batch,)``, long class ids (``ignore_index`` skips a sample).
         :param inputs: a :class:`~treadle.losses.LossInputs`: ``class_weights``,
             ``num_items_in_batch``.
         :raises ValueError: shapes or dtypes don't fit, a class id is out of range, or no
-            sample counts.
+            sample counts (on an accelerator a batch with no counted sample gives NaN instead
+            of a host sync per batch; the Trainer skips that step and reports it).
         """
-        self.validate_inputs(logits, labels)
-        every_sample_counts = check_class_ids(
-            labels, logits.shape[1], self.ignore_index, "ClassificationLoss"
-        )
-        weights = self.weights_for(inputs, logits)
-        if every_sample_counts and weights is None:
-            # the common case: nothing to mask or weigh, so the count is the batch size
-            loss_sum = F.cross_entropy(
-                logits.float(), labels, label_smoothing=self.label_smoothing, reduction="sum"
+        if logits.ndim != 2 or labels.ndim != 1:
+            self.validate_inputs(logits, labels)  # raises, naming multi-label labels
+        on_cpu = labels.is_cpu
+        if not on_cpu:
+            assert_class_ids_async(labels, logits.shape[1], self.ignore_index, "ClassificationLoss")
+        if logits.dtype is not torch.float32:
+            if not logits.dtype.is_floating_point:
+                self.validate_inputs(logits, labels)  # raises, naming the dtype
+            logits = logits.float()
+        given = inputs.get("class_weights") if inputs else None
+        try:
+            if given is None and self.class_weights is None and num_items_of(inputs) is None:
+                # the common case is one kernel: F.cross_entropy's own mean over counted
+                # samples, exactly what a hand-written loop computes
+                loss = F.cross_entropy(
+                    logits,
+                    labels,
+                    ignore_index=self.ignore_index,
+                    label_smoothing=self.label_smoothing,
+                )
+                if on_cpu and math.isnan(loss.item()):
+                    self._refuse_all_ignored(labels)
+                return loss
+            weights = self.weights_for(inputs, logits)
+            loss_sum, counted = summed_cross_entropy(
+                logits, labels, weights, self.label_smoothing, self.ignore_index
             )
-            return reduce_loss(loss_sum, labels.shape[0], inputs, strategy="ClassificationLoss")
-        loss_sum, counted = summed_cross_entropy(
-            logits, labels, weights, self.label_smoothing, self.ignore_index
-        )
+        except (IndexError, RuntimeError, ValueError) as error:
+            if isinstance(error, ValueError) and str(error).startswith("ClassificationLoss"):
+                raise  # already ours (the class weights)
+            # the kernel refused the batch: say what is wrong with it (each raises), else
+            # the error was about something else and goes on as it is
+            self.validate_inputs(logits, labels)
+            check_class_ids(labels, logits.shape[1], self.ignore_index, "ClassificationLoss")
+            raise
         return reduce_loss(loss_sum, counted, inputs, strategy="ClassificationLoss")
+
+    def _refuse_all_ignored(self, labels: torch.Tensor) -> None:
+        """A NaN mean is 0/0 when every label is ``ignore_index``: refuse it as
+        :func:`~treadle.losses.reduce_loss` does (NaN logits pass: the Trainer skips them)."""
+        if bool((labels == self.ignore_index).all()):
+            reduce_loss(torch.zeros(()), 0, None, strategy="ClassificationLoss")
 
     def count_items(
         self, labels: torch.Tensor, inputs: Mapping[str, Any] | None = None
@@ -176,6 +216,20 @@ def check_class_ids(
         )
         raise ValueError(msg)
     return False
+
+
+def assert_class_ids_async(
+    labels: torch.Tensor, num_classes: int, ignore_index: int, strategy: str
+) -> None:
+    """Check the class ids of ``labels`` on their device without waiting for it: a bad id
+    fails the device's next synchronization with this message (the cross-entropy kernel would
+    fail there anyway, with a bare device-side assertion)."""
+    is_valid = ((labels >= 0) & (labels < num_classes)) | (labels == ignore_index)
+    msg = (
+        f"{strategy}: labels must be class ids in [0, {num_classes}) or {ignore_index} "
+        f"(ignored); a batch holds one out of range."
+    )
+    torch._assert_async(is_valid.all(), msg)
 
 
 def summed_cross_entropy(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from treadle.losses import reduce_loss
+from treadle.losses import num_items_of, reduce_loss
 from treadle_losses.shapes import describe, is_floating, is_integer, shape_error
 
 __all__ = ["LanguageModelingLoss"]
@@ -31,7 +32,8 @@ class LanguageModelingLoss:
 
     The loss is the sum over counted tokens divided by ``num_items_in_batch`` when the inputs
     carry it, else by the number counted (a mean). A batch with nothing to count raises
-    ``ValueError`` rather than returning NaN.
+    ``ValueError`` rather than returning NaN (on the CPU; on an accelerator its loss is NaN,
+    which the Trainer's finite check skips and reports, instead of a host sync per batch).
 
     :param shift_labels: score logits at ``t`` against labels at ``t + 1``.
     :param ignore_index: label value that never counts.
@@ -87,11 +89,19 @@ class LanguageModelingLoss:
             logits = logits[:, :-1]
         targets, counts = self._targets(labels, inputs)
         vocab_size = logits.shape[-1]
+        flat_logits = logits.reshape(-1, vocab_size).float()
+        flat_targets = targets.masked_fill(~counts, self.ignore_index).reshape(-1)
+        if num_items_of(inputs) is None:
+            # the mean over counted tokens is F.cross_entropy's own: no count to divide by,
+            # so no host sync to check it against zero (a hand-written loop's loss, exactly)
+            loss = F.cross_entropy(flat_logits, flat_targets, ignore_index=self.ignore_index)
+            if labels.is_cpu and math.isnan(loss.item()) and not bool(counts.any()):
+                # 0/0: nothing counts. On an accelerator this stays NaN rather than costing
+                # a sync per batch; the Trainer skips that step and reports it
+                reduce_loss(loss, 0, None, strategy="LanguageModelingLoss")  # raises
+            return loss
         loss_sum = F.cross_entropy(
-            logits.reshape(-1, vocab_size).float(),
-            targets.masked_fill(~counts, self.ignore_index).reshape(-1),
-            ignore_index=self.ignore_index,
-            reduction="sum",
+            flat_logits, flat_targets, ignore_index=self.ignore_index, reduction="sum"
         )
         return reduce_loss(loss_sum, counts.sum(), inputs, strategy="LanguageModelingLoss")
 

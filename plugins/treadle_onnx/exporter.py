@@ -47,7 +47,8 @@ class OnnxExporter:
             import onnxscript  # noqa: F401  (the dynamo exporter's translator)
         except ImportError as err:
             msg = (
-                f"the 'onnx' format needs onnx and onnxscript: pip install onnx onnxscript ({err})"
+                "the 'onnx' format needs onnx and onnxscript: "
+                f'pip install "treadle[onnx]" ({err})'
             )
             raise ExportError(msg) from err
         # No autograd bookkeeping while torch traces twice (capture, decompositions): about 5%

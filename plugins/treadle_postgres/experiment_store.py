@@ -59,6 +59,20 @@ MIGRATIONS: Sequence[Migration] = (
     );
     CREATE INDEX run_metrics_series ON run_metrics (series_id, step)
     """,
+    # 2: runs record their owner and heartbeat; statuses 'interrupted' and 'died'
+    """
+    ALTER TABLE runs DROP CONSTRAINT IF EXISTS runs_status_check;
+    ALTER TABLE runs ADD CONSTRAINT runs_status_check
+        CHECK (status IN ('running', 'completed', 'failed', 'interrupted', 'died'));
+    ALTER TABLE runs
+        ADD COLUMN owner_pid BIGINT,
+        ADD COLUMN owner_host TEXT,
+        ADD COLUMN owner_token TEXT,
+        ADD COLUMN owner_started_at TEXT,
+        ADD COLUMN heartbeat_at DOUBLE PRECISION,
+        ADD COLUMN lease_expires_at DOUBLE PRECISION;
+    CREATE INDEX runs_status ON runs (status)
+    """,
 )
 
 

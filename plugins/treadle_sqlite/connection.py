@@ -12,7 +12,7 @@ import re
 import sqlite3
 import stat
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
 from treadle.errors import StorageError
@@ -172,10 +172,27 @@ class SQLiteConnector:
                     logger.debug("%s: rollback failed (%s)", self.path, err)
             raise
 
-    def migration_transaction(self, connection: sqlite3.Connection) -> AbstractContextManager[None]:
-        # one BEGIN IMMEDIATE for check and steps: two processes opening a new file at once
-        # serialize here, and the second finds the work done (SQLite's DDL is transactional)
-        return self.transaction(connection)
+    @contextmanager
+    def migration_transaction(self, connection: sqlite3.Connection) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` for check and steps: two processes opening a new file at
+        once serialize here, and the second finds the work done (SQLite's DDL is
+        transactional). Foreign keys are off meanwhile, as SQLite's procedure for rebuilding
+        a table asks (``ALTER TABLE`` cannot change a ``CHECK``; with them on, dropping the
+        old table would cascade to every row referring to it), and checked before the
+        commit."""
+        connection.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction
+        try:
+            with self.transaction(connection):
+                yield
+                broken = connection.execute("PRAGMA foreign_key_check").fetchmany(5)
+                if broken:
+                    msg = (
+                        f"{self.shown}: a schema migration would leave rows referring to "
+                        f"missing ones ({[tuple(row) for row in broken]}); nothing was changed"
+                    )
+                    raise StorageError(msg)
+        finally:
+            connection.execute("PRAGMA foreign_keys = ON")
 
     def tables(self, connection: sqlite3.Connection) -> set[str]:
         rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")

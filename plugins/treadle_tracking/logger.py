@@ -11,6 +11,11 @@ what the metric stream does not: the step a resumed run continues from
 (:meth:`~ExperimentLogger.resume_from`), a failure (:meth:`~ExperimentLogger.fail`) and the
 results (:meth:`~ExperimentLogger.finish`). It hears its own run only, whatever other runs
 share its config.
+
+The record names its owner (this process: pid, host, start) and, from a daemon thread, beats
+every :data:`~treadle.owner.HEARTBEAT_SECONDS` (one ``UPDATE``; nothing on the training
+path), so a run killed without a word (``kill -9``) shows as ``died`` in ``treadle runs
+list``. A run stopped by SIGINT or SIGTERM after saving ends ``interrupted``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -27,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from treadle import hookimpl
 from treadle.errors import ConfigError
 from treadle.experiments import ExperimentDB, check_config
+from treadle.owner import HEARTBEAT_SECONDS, LEASE_SECONDS, current_owner
 from treadle.storage import DEFAULT_LOCATION, MetricValues, check_name
 
 if TYPE_CHECKING:
@@ -115,6 +122,8 @@ class ExperimentLogger:
         self._resume_epoch: int | None = None
         self._checked_names: set[str] = set()
         self._closed = False
+        self._stop_beating = threading.Event()
+        self._heart: threading.Thread | None = None
 
     def _default_name(self) -> str:
         if self.training_config is not None and self.training_config.run_name:
@@ -248,8 +257,14 @@ class ExperimentLogger:
         db = self._store()
         if self._resume_run_id is not None:
             try:
-                self.attempt = db.resume_run(self._resume_run_id, self._resume_step)
+                self.attempt = db.resume_run(
+                    self._resume_run_id,
+                    self._resume_step,
+                    owner=current_owner(),
+                    lease_seconds=LEASE_SECONDS,
+                )
                 self.run_id = self._resume_run_id
+                self._start_heartbeat()
                 logger.info(
                     "run %d resumed at step %s as attempt %d",
                     self.run_id,
@@ -273,9 +288,38 @@ class ExperimentLogger:
             config,
             notes,
             run_dir=None if self.run_dir is None else str(self.run_dir),
+            owner=current_owner(),
+            lease_seconds=LEASE_SECONDS,
         )
         self.attempt = 1
+        self._start_heartbeat()
         return self.run_id
+
+    def _start_heartbeat(self) -> None:
+        """Beat for the run every :data:`~treadle.owner.HEARTBEAT_SECONDS` until it ends."""
+        if self._heart is not None or self.run_id is None or self.attempt is None:
+            return
+        run_id, attempt, stop = self.run_id, self.attempt, self._stop_beating
+        db = self._store()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                try:
+                    if not db.heartbeat(run_id, attempt, LEASE_SECONDS):
+                        return  # the run ended, or another attempt took it over
+                except Exception as err:  # a missed beat must not stop training
+                    logger.warning("heartbeat of run %d failed: %s", run_id, err)
+
+        self._heart = threading.Thread(
+            target=beat, name=f"treadle-experiment-heartbeat-{run_id}", daemon=True
+        )
+        self._heart.start()
+
+    def _stop_heartbeat(self) -> None:
+        self._stop_beating.set()
+        heart, self._heart = self._heart, None
+        if heart is not None and heart is not threading.current_thread():
+            heart.join()
 
     def _location_key(self) -> str:
         path = Path(self.location)
@@ -292,22 +336,29 @@ class ExperimentLogger:
         }
 
     def fail(self, error: BaseException) -> None:
-        """Record the run as failed with ``error`` (what is buffered is written first)."""
+        """Record the run as failed with ``error`` (what is buffered is written first); a
+        ``KeyboardInterrupt`` (a second Ctrl-C) leaves it ``interrupted``: its last checkpoint
+        resumes it."""
+        self._stop_heartbeat()
         try:
             self.flush()
         except Exception as flush_error:  # the run's own error matters more
             error.add_note(f"the experiment logger could not write its last rows: {flush_error}")
+        status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
         try:
             self._store().update_run(
-                self._ensure_run(), status="failed", error=f"{type(error).__name__}: {error}"[:4000]
+                self._ensure_run(), status=status, error=f"{type(error).__name__}: {error}"[:4000]
             )
-            self.status = "failed"
+            self.status = status
         finally:
             self._release_if_closed()
 
     def finish(self, results: Mapping[str, Any]) -> None:
         """Store the run's results (best checkpoint, best epoch and value, stop reason) in
-        its summary; the run is ``completed``."""
+        its summary; the run is ``completed``, or ``interrupted`` when a signal stopped it
+        (``results["status"]``)."""
+        self._stop_heartbeat()
+        status = "interrupted" if results.get("status") == "interrupted" else "completed"
         summary = {
             key: _json_ready(results[key])
             for key in (
@@ -319,12 +370,15 @@ class ExperimentLogger:
                 "global_step",
                 "final_metrics",
                 "run_dir",
+                "run_id",
             )
             if key in results
         }
+        if "run_id" in summary:  # the run folder's id, beside the store's own
+            summary["run_folder_id"] = summary.pop("run_id")
         try:
-            self._store().update_run(self._ensure_run(), status="completed", summary=summary)
-            self.status = "completed"
+            self._store().update_run(self._ensure_run(), status=status, summary=summary)
+            self.status = status
         finally:
             self._release_if_closed()
 
@@ -343,6 +397,7 @@ class ExperimentLogger:
         self._closed = True
         if not self.is_recording:
             return
+        self._stop_heartbeat()
         try:
             self.flush()
             if self.status is None and self.run_id is not None:

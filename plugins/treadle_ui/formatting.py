@@ -24,7 +24,7 @@ _TONES = {
     "good": ("completed", "active", "ok", "healthy", "retrained"),
     "live": ("running", "pending", "claimed"),
     "bad": ("failed", "died", "timed_out", "lease_expired", "critical", "error"),
-    "warn": ("warning", "cancelling", "handed_back", "experimental"),
+    "warn": ("warning", "cancelling", "handed_back", "experimental", "interrupted"),
     "muted": ("cancelled", "retired", "paused", "not retrained", "superseded"),
 }
 _TONE_OF = {word: tone for tone, words in _TONES.items() for word in words}

@@ -278,8 +278,10 @@ class TrainingConfigBuilder:
         keep_last_n: int = UNSET,
         async_checkpointing: bool = UNSET,
         resume: str | None = UNSET,
+        handle_signals: bool = UNSET,
     ) -> TrainingConfigBuilder:
-        """Where, how often and how many checkpoints; ``resume='auto'`` continues a run."""
+        """Where, how often and how many checkpoints; ``resume='auto'`` continues a run;
+        ``handle_signals=False`` leaves SIGINT and SIGTERM to the application."""
         return self.with_options(
             **_given(
                 checkpoint_dir=checkpoint_dir,
@@ -290,6 +292,7 @@ class TrainingConfigBuilder:
                 keep_last_n=keep_last_n,
                 async_checkpointing=async_checkpointing,
                 resume=resume,
+                handle_signals=handle_signals,
             )
         )
 

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -71,6 +72,22 @@ def _one_of(choices: tuple[str, ...]) -> Check:
         return f"{name!r} must be one of {', '.join(map(repr, choices))}: {shown(value)}"
 
     return check
+
+
+#: letters, digits, ``.``, ``_`` and ``-``, starting with a letter or digit: a run's name is
+#: the name of its folder under ``checkpoint_dir``, so no separators, ``..``, NUL or spaces
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_RUN_NAME_LENGTH = 100
+
+
+def _run_name(name: str, value: Any) -> str | None:
+    if value is None or (len(value) <= MAX_RUN_NAME_LENGTH and _RUN_NAME.fullmatch(value)):
+        return None
+    shown = repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
+    return (
+        f"{name!r} must be 1 to {MAX_RUN_NAME_LENGTH} letters, digits, '.', '_' or '-', starting "
+        f"with a letter or digit (it names the run's folder under checkpoint_dir): {shown}"
+    )
 
 
 def _optional_positive(name: str, value: Any) -> str | None:
@@ -171,10 +188,13 @@ class TrainingConfig:
     keep_last_n: int = _field(5, _at_least(0))
     async_checkpointing: bool = False
     resume: str | None = None
+    #: SIGINT and SIGTERM during ``Trainer.train`` save at the next optimizer step and stop;
+    #: ``False`` leaves the process's signal handlers alone (an application handling them)
+    handle_signals: bool = True
 
     # Experiment tracking
     wandb_project: str | None = None
-    run_name: str | None = None
+    run_name: str | None = _field(None, _run_name)
     notes: str = ""
     loggers: tuple[str, ...] = _field(("console", "jsonl"), _names)
     log_every_n_steps: int = _field(10, _at_least(1))

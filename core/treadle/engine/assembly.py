@@ -39,7 +39,12 @@ class EngineParts:
     """
 
     def __init__(
-        self, trainer: Trainer, run_dir: Path, *, distributed: DistributedContext | None = None
+        self,
+        trainer: Trainer,
+        run_dir: Path,
+        *,
+        distributed: DistributedContext | None = None,
+        run_id: str | None = None,
     ) -> None:
         from treadle.engine.accumulation import GradientAccumulator
         from treadle.engine.binding import RunPlugin, configure_run
@@ -77,6 +82,7 @@ class EngineParts:
             mode=config.monitor_mode,
             save_interval_epochs=1,  # the Trainer decides when to save
             async_save=config.async_checkpointing,
+            run_id=run_id,
         )
         if distributed is not None and self.is_main:
             distributed.barrier()

@@ -24,6 +24,7 @@ The divergence treats ``missing`` as one more bin, so a feature that starts arri
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Mapping
@@ -43,6 +44,7 @@ __all__ = [
     "DriftMetrics",
     "DriftStatus",
     "FeatureHistogram",
+    "ProfileAccumulator",
     "build_profile",
     "build_token_profile",
     "compute_drift",
@@ -185,28 +187,63 @@ def _uniform_edges(values: np.ndarray, bins: int) -> tuple[float, ...]:
     return tuple(np.linspace(low, high, bins + 1).tolist())
 
 
+def _sums_to_finite(values: np.ndarray) -> bool:
+    """Whether ``values`` sum to a finite number: then none is NaN (one fast pass)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return math.isfinite(values.sum())
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_uniform(edges: tuple[float, ...]) -> bool:
+    """Whether the bins are equal-width (to 1e-9 of the first width), as ``np.allclose`` of the
+    widths would say; remembered per edges, since a profile's edges are compared with every
+    batch of data (``np.allclose`` itself costs ~50 us: 5 ms per 100 features)."""
+    first = edges[1] - edges[0]
+    tolerance = 1e-9 * abs(first)
+    return all(abs((high - low) - first) <= tolerance for low, high in itertools.pairwise(edges))
+
+
+class _Binner:
+    """Bins columns against edges, one after another, through scratch arrays it reuses."""
+
+    def __init__(self) -> None:
+        self._scaled = np.empty(0, dtype=np.float64)
+        self._indices = np.empty(0, dtype=np.int32)
+
+    def counts(self, values: np.ndarray, edges: tuple[float, ...]) -> tuple[np.ndarray, int]:
+        """Counts per bin (outside values clamped to the end bins) and the number of NaNs."""
+        num_bins = len(edges) - 1
+        missing = 0
+        # one cheap pass finds that there is no NaN (the usual case) without a boolean mask
+        if not _sums_to_finite(values):
+            is_nan = np.isnan(values)
+            missing = int(is_nan.sum())
+            if missing:
+                values = values[~is_nan]
+        if not _is_uniform(edges):
+            indices = np.searchsorted(np.asarray(edges[1:-1]), values, side="right")
+            return np.bincount(indices, minlength=num_bins), missing
+        size = values.size
+        if self._scaled.size < size:
+            self._scaled = np.empty(size, dtype=np.float64)
+            self._indices = np.empty(size, dtype=np.int32)
+        scaled = self._scaled[:size]
+        # equal widths (the default): arithmetic binning, ~6x faster than searchsorted; the
+        # same operations, in the same order, as (values - low) * (bins / span)
+        low, high = edges[0], edges[-1]
+        np.subtract(values, low, out=scaled)
+        np.multiply(scaled, num_bins / (high - low), out=scaled)
+        np.clip(scaled, 0, num_bins - 1, out=scaled)
+        # truncation is the floor here (all >= 0); to int32 (bins < 2**31: 20 by default),
+        # which AVX2 converts ~3x faster than to int64 (15 us against 52 us per 100k values)
+        truncated = self._indices[:size]
+        np.copyto(truncated, scaled, casting="unsafe")
+        return np.bincount(truncated, minlength=num_bins), missing
+
+
 def _bin_counts(values: np.ndarray, edges: tuple[float, ...]) -> tuple[np.ndarray, int]:
     """Counts per bin (outside values clamped to the end bins) and the number of NaNs."""
-    num_bins = len(edges) - 1
-    missing = 0
-    # one cheap pass finds that there is no NaN (the usual case) without a boolean mask
-    if not np.isfinite(values.sum()):
-        is_nan = np.isnan(values)
-        missing = int(is_nan.sum())
-        if missing:
-            values = values[~is_nan]
-    edge_array = np.asarray(edges)
-    widths = np.diff(edge_array)
-    if np.allclose(widths, widths[0], rtol=1e-9, atol=0.0):
-        # equal widths (the default): arithmetic binning, measured here ~6x faster than
-        # searchsorted on 100k values (0.27 ms against 1.7 ms)
-        scaled = values - edge_array[0]
-        scaled *= num_bins / (edge_array[-1] - edge_array[0])
-        np.clip(scaled, 0, num_bins - 1, out=scaled)
-        indices = scaled.astype(np.intp)
-    else:
-        indices = np.searchsorted(edge_array[1:-1], values, side="right")
-    return np.bincount(indices, minlength=num_bins), missing
+    return _Binner().counts(values, edges)
 
 
 def build_profile(
@@ -236,6 +273,7 @@ def build_profile(
             raise DriftError(msg)
     num_samples = max((column.size for column in columns.values()), default=0)
     features = {}
+    binner = _Binner()
     for name, values in columns.items():
         if reference is not None:
             if name not in reference.features:
@@ -249,11 +287,161 @@ def build_profile(
                 raise DriftError(msg)
         else:
             edges = _uniform_edges(values, bins)
-        counts, missing = _bin_counts(values, edges)
+        counts, missing = binner.counts(values, edges)
         features[name] = FeatureHistogram(
             kind="numeric", edges=edges, counts=tuple(counts.tolist()), missing=missing
         )
     return DataProfile(features=features, num_samples=num_samples)
+
+
+class ProfileAccumulator:
+    """Profiles data that arrives in batches against a reference profile's edges: call
+    :meth:`update` with each batch as it passes (validation batches, a stream of requests)
+    and :meth:`profile` at the end, which then costs next to nothing. The result equals
+    ``build_profile(all_rows, reference=reference)`` count for count.
+
+    >>> accumulator = ProfileAccumulator(reference)
+    >>> for batch in val_loader:
+    ...     accumulator.update(batch["features"])       # (rows, features), or a mapping
+    >>> drift = compute_drift(reference, accumulator.profile())
+
+    A 2-D batch (array or tensor, ``(rows, features)``) names its columns ``feature_<i>``, as
+    :func:`build_profile` does, and is binned in one vectorized pass over all its features;
+    a mapping of columns is binned column by column.
+
+    :param reference: the training data's profile; its numeric features are profiled.
+    :raises DriftError: the reference has a categorical feature (profile tokens with
+        :func:`build_token_profile`).
+    """
+
+    def __init__(self, reference: DataProfile) -> None:
+        for name, histogram in reference.features.items():
+            if histogram.edges is None:
+                msg = (
+                    f"Feature {name!r} is categorical in the reference profile; profile it "
+                    f"with build_token_profile."
+                )
+                raise DriftError(msg)
+        self.reference = reference
+        self._names = list(reference.features)
+        bins = [len(reference.features[name].counts) for name in self._names]
+        #: every feature's counts in one array (reference order), so that a 2-D batch adds
+        #: its single bincount in one step; split per feature by profile()
+        self._offsets = np.concatenate([[0], np.cumsum(bins)]).astype(np.intp)
+        self._counts = np.zeros(int(self._offsets[-1]), dtype=np.int64)
+        self._missing = np.zeros(len(self._names), dtype=np.int64)
+        self._num_samples = 0
+        self._binner = _Binner()
+        self._matrix_plan: _MatrixPlan | None = None
+
+    def update(self, data: Any) -> None:
+        """Add a batch: a mapping of feature columns, or a 2-D array or tensor
+        ``(rows, features)``.
+
+        :raises DriftError: the batch lacks a feature of the reference, or is not tabular.
+        """
+        if hasattr(data, "items"):
+            columns = _columns(data)
+            absent = sorted(set(self._names) - set(columns))
+            if absent:
+                msg = f"The data lacks features of the reference profile: {', '.join(absent)}."
+                raise DriftError(msg)
+            offsets = self._offsets
+            for position, name in enumerate(self._names):
+                counts, missing = self._binner.counts(
+                    columns[name],
+                    self.reference.features[name].edges,  # type: ignore[arg-type]
+                )
+                self._counts[offsets[position] : offsets[position + 1]] += counts
+                self._missing[position] += missing
+            self._num_samples += max((column.size for column in columns.values()), default=0)
+            return
+        matrix = _as_array(data)
+        if matrix.ndim != 2:
+            msg = (
+                f"ProfileAccumulator.update needs a mapping of feature columns or a 2-D array "
+                f"(samples, features); got an array of shape {matrix.shape}."
+            )
+            raise DriftError(msg)
+        plan = self._matrix_plan
+        if plan is None:
+            plan = self._matrix_plan = _MatrixPlan.for_reference(self.reference)
+        if plan is None or not plan.fits(matrix):
+            self.update({f"feature_{index}": matrix[:, index] for index in range(matrix.shape[1])})
+            return
+        plan.add_counts(matrix, self._counts, self._missing)
+        self._num_samples += matrix.shape[0]
+
+    def profile(self) -> DataProfile:
+        """The profile of every row given so far."""
+        counts = self._counts.tolist()
+        missing = self._missing.tolist()
+        offsets = self._offsets.tolist()
+        features = {
+            name: FeatureHistogram(
+                kind="numeric",
+                edges=self.reference.features[name].edges,
+                counts=tuple(counts[offsets[position] : offsets[position + 1]]),
+                missing=missing[position],
+            )
+            for position, name in enumerate(self._names)
+        }
+        return DataProfile(features=features, num_samples=self._num_samples)
+
+
+@attrs.frozen
+class _MatrixPlan:
+    """How a ``(rows, features)`` batch whose columns are the reference's ``feature_<i>``, all
+    with equal-width bins, is binned in one pass: per column low, scale and last bin, and
+    each column's offset in one bincount over all of them."""
+
+    low: np.ndarray
+    scale: np.ndarray
+    last_bin: np.ndarray
+    offsets: np.ndarray
+    total_bins: int
+
+    @classmethod
+    def for_reference(cls, reference: DataProfile) -> _MatrixPlan | None:
+        names = list(reference.features)
+        if names != [f"feature_{index}" for index in range(len(names))]:
+            return None
+        edges = [reference.features[name].edges for name in names]
+        if not all(edge is not None and _is_uniform(edge) for edge in edges):
+            return None
+        bins = [len(edge) - 1 for edge in edges]  # type: ignore[arg-type]
+        return cls(
+            low=np.array([edge[0] for edge in edges]),  # type: ignore[index]
+            # the same scalar per column as the column-wise binning: bins / (high - low)
+            scale=np.array(
+                [b / (edge[-1] - edge[0]) for b, edge in zip(bins, edges, strict=True)]  # type: ignore[index]
+            ),
+            last_bin=np.array(bins, dtype=np.float64) - 1,
+            offsets=np.concatenate([[0], np.cumsum(bins)[:-1]]).astype(np.int32),
+            total_bins=int(sum(bins)),
+        )
+
+    def fits(self, matrix: np.ndarray) -> bool:
+        return bool(matrix.shape[1] == self.low.shape[0])
+
+    def add_counts(self, matrix: np.ndarray, counts: np.ndarray, missing: np.ndarray) -> None:
+        """Add the batch's counts per bin (all features, one array) and NaNs per feature."""
+        nan_counts = None
+        if not _sums_to_finite(matrix):
+            is_nan = np.isnan(matrix)
+            nan_counts = is_nan.sum(axis=0)
+            # a NaN goes to its column's last bin and is taken out of it below
+            matrix = np.where(is_nan, np.inf, matrix)
+        scaled = matrix - self.low
+        scaled *= self.scale
+        np.clip(scaled, 0, self.last_bin, out=scaled)
+        indices = np.empty(scaled.shape, dtype=np.int32)
+        np.copyto(indices, scaled, casting="unsafe")  # truncation: floor, all being >= 0
+        indices += self.offsets
+        counts += np.bincount(indices.ravel(), minlength=self.total_bins)
+        if nan_counts is not None:
+            missing += nan_counts
+            counts[self.offsets + self.last_bin.astype(np.int32)] -= nan_counts
 
 
 def _token_ids(sample: Any, input_key: str) -> np.ndarray:

@@ -19,6 +19,12 @@ import attrs
 import torch
 
 from treadle.control import TrainerControl
+from treadle.engine.nonfinite import (
+    CRITICAL_NORM,
+    DEFAULT_MAX_CONSECUTIVE_SKIPS,
+    NON_FINITE,
+    NonFiniteGuard,
+)
 from treadle.engine.view import RunState
 
 if TYPE_CHECKING:
@@ -77,15 +83,39 @@ class EpochProgress:
     :ivar batches: batches consumed (always a whole number of accumulation windows when
         saved, since checkpoints are written at optimizer-step boundaries).
     :ivar samples: samples consumed.
-    :ivar loss_sum: sum of the batch losses so far, a 0-d float tensor (kept on the device
+    :ivar loss_sum: sum of the batch losses so far, a 0-d float64 tensor (kept on the device
         until the epoch ends).
     :ivar seconds: time spent in the epoch before this part of it.
     """
 
     batches: int = 0
     samples: int = 0
-    loss_sum: torch.Tensor = attrs.field(factory=lambda: torch.zeros((), dtype=torch.float64))
+    _loss_sum: torch.Tensor = attrs.field(
+        factory=lambda: torch.zeros((), dtype=torch.float64), alias="loss_sum"
+    )
     seconds: float = 0.0
+    #: on the CPU the loop adds batch losses here, as a Python float: the same float64
+    #: additions as a tensor's, at 2k instructions a batch instead of 15k
+    _host_loss_sum: float | None = attrs.field(default=None, init=False, repr=False, eq=False)
+
+    @property
+    def loss_sum(self) -> torch.Tensor:
+        if self._host_loss_sum is not None:
+            self._loss_sum = torch.tensor(self._host_loss_sum, dtype=torch.float64)
+            self._host_loss_sum = None
+        return self._loss_sum
+
+    @loss_sum.setter
+    def loss_sum(self, value: torch.Tensor) -> None:
+        self._loss_sum = value
+        self._host_loss_sum = None
+
+    def add_loss(self, value: float) -> None:
+        """Add one batch's loss, read on the host (a CPU run)."""
+        total = self._host_loss_sum
+        if total is None:
+            total = float(self._loss_sum.item())
+        self._host_loss_sum = total + value
 
     def to_state(self) -> dict[str, Any]:
         """Plain values for a checkpoint."""
@@ -170,6 +200,13 @@ class TrainingLoop:
         the gradient of one process over the global batch, gradients are synchronized only on
         a window's last micro-batch, and the epoch's loss is the mean over every rank's
         batches.
+    :param max_consecutive_skips: every optimizer step is checked for a NaN or infinite loss or
+        gradient and skipped when it has one (see :mod:`treadle.engine.nonfinite`); after this
+        many steps in a row were skipped (for that, or by the monitor's
+        ``critical_action='skip'``) the epoch ends with ``control.request_stop(reason)``.
+
+    :ivar non_finite_guard: the :class:`~treadle.engine.nonfinite.NonFiniteGuard` counting the
+        skipped steps (``num_skipped``, ``num_non_finite``).
     """
 
     def __init__(
@@ -188,6 +225,7 @@ class TrainingLoop:
         pad_token_id: int | None = None,
         log_every_n_steps: int = 1,
         distributed: DistributedContext | None = None,
+        max_consecutive_skips: int = DEFAULT_MAX_CONSECUTIVE_SKIPS,
     ) -> None:
         if dispatch is not None and view is None:
             msg = "TrainingLoop needs the trainer view its hooks receive: pass view="
@@ -205,6 +243,13 @@ class TrainingLoop:
         self.pad_token_id = pad_token_id
         self.log_every_n_steps = log_every_n_steps
         self.distributed = distributed
+        #: sees a non-finite loss or gradient at every optimizer step (see treadle.engine.nonfinite)
+        self.non_finite_guard = NonFiniteGuard(
+            max_consecutive_skips,
+            raise_at_once=gradient_monitor is not None
+            and gradient_monitor.critical_action == "stop",
+            under_scaler=scaler is not None,
+        )
         #: DDP averages gradients over the ranks; the loss is multiplied back by this
         self._gradient_scale = 1 if distributed is None else distributed.world_size
         count_items = getattr(loss_strategy, "count_items", None)
@@ -216,7 +261,16 @@ class TrainingLoop:
         self._weighs_windows = (
             gradient_accumulator.accumulation_steps > 1 or distributed is not None
         )
+        #: autocast only where it changes something: a null context still costs two calls
+        self._autocasts = precision is not None and precision.dtype is not None
         self._checked_inputs = False
+        #: a GradScaler, or an optimizer that takes found_inf: the finite check defers
+        self._defers_finite_check = False
+        self._on_cpu = True
+        #: the batch hooks bound (the dispatcher), or None when none of them is
+        self._batch_hooks: LifecycleDispatch | None = None
+        #: the last one-batch window's loss, read on the CPU for the finite check
+        self._loss_value: float | None = None
         self.last_gradient_norm: torch.Tensor | None = None
 
     def run_epoch(
@@ -241,26 +295,71 @@ class TrainingLoop:
         :param progress: where a resumed epoch stood (batches, samples, loss so far).
         :param on_optimizer_step: called after every optimizer step with the epoch's progress;
             returning ``True`` ends the epoch there (a stop request).
-        :returns: the epoch's :class:`EpochResult` (``completed=False`` when stopped early).
+        :returns: the epoch's :class:`EpochResult` (``completed=False`` when stopped early,
+            also when repeated non-finite or critical steps stopped it: ``control.stop_reason``
+            says why).
         """
         device = torch.device(device)
         progress = progress if progress is not None else EpochProgress()
         progress.loss_sum = progress.loss_sum.to(device)
         started = time.perf_counter() - progress.seconds
         state = self.state
+        control = self.control
+        guard = self.non_finite_guard
+        log_every_n_steps = self.log_every_n_steps
+        # a GradScaler skips overflowing steps itself; an optimizer that takes found_inf skips
+        # on the device: either way the flags wait for a sync point
+        self._defers_finite_check = self.scaler is not None or bool(
+            getattr(optimizer, "_step_supports_amp_scaling", False)
+        )
         state.epoch = epoch
         model.train()
         completed = True
         last_loss: torch.Tensor | None = None
-        for window in self.gradient_accumulator.windows(train_loader):
-            last_loss = self._run_window(window, model, device, progress)
-            self._optimizer_step(model, optimizer, scheduler)
+        # one batch per optimizer step on one process (the common case) takes the short path
+        single = not self._weighs_windows
+        windows: Iterable[Any] = (
+            train_loader if single else self.gradient_accumulator.windows(train_loader)
+        )
+        run = self._run_single if single else self._run_window
+        self._on_cpu = device.type == "cpu"
+        dispatch = self.dispatch
+        self._batch_hooks = (
+            dispatch
+            if dispatch is not None
+            and any(
+                hook is not None
+                for hook in (
+                    dispatch.on_batch_start,
+                    dispatch.on_before_backward,
+                    dispatch.on_after_backward,
+                    dispatch.on_batch_end,
+                )
+            )
+            else None
+        )
+        self._loss_value = None
+        self.gradient_accumulator.watch(model)
+        for window in windows:
+            last_loss = run(window, model, device, progress)
+            stop_reason = self._optimizer_step(model, optimizer, scheduler, state.global_step)
             state.global_step += 1
-            if metrics_callback is not None and state.global_step % self.log_every_n_steps == 0:
-                metrics_callback(float(last_loss.item()), state.global_step)
+            if state.global_step % log_every_n_steps == 0:
+                # a sync point the loop already has: deferred finite checks are read here too
+                if guard.has_pending:
+                    stop_reason = guard.flush() or stop_reason
+                if metrics_callback is not None:
+                    metrics_callback(float(last_loss.item()), state.global_step)
+            if stop_reason is not None:
+                control.request_stop(stop_reason)
+                completed = False
             if on_optimizer_step is not None and on_optimizer_step(progress):
                 completed = False
+            if not completed:
                 break
+        stop_reason = guard.flush()
+        if stop_reason is not None:
+            control.request_stop(stop_reason)
         progress.seconds = time.perf_counter() - started
         batches = progress.batches
         samples = progress.samples
@@ -287,6 +386,73 @@ class TrainingLoop:
             gradient_norm=None if norm is None else float(norm.item()),
         )
 
+    def _run_single(
+        self,
+        raw_batch: Batch,
+        model: torch.nn.Module,
+        device: torch.device,
+        progress: EpochProgress,
+    ) -> torch.Tensor:
+        """One batch that is a whole optimizer step on one process: forward, loss, backward.
+        What :meth:`_run_window` does for such a window, without its weighing; returns the
+        batch's loss, detached. On the CPU the loss is read here (a memory read, not a sync)
+        for the epoch's sum and the finite check."""
+        if not self._checked_inputs:
+            _check_batch(raw_batch, "the training data")
+        on_cpu = self._on_cpu
+        batch = raw_batch if on_cpu else _to_device(raw_batch, device)
+        batch_index = progress.batches
+        self.state.batch_index = batch_index
+        hooks = self._batch_hooks
+        if hooks is not None and hooks.on_batch_start is not None:
+            batch = dict(batch)
+            hooks.on_batch_start(
+                trainer=self.view, batch_index=batch_index, batch=batch, control=self.control
+            )
+        model_inputs = dict(batch)
+        labels = model_inputs.pop("labels")
+        loss_inputs: dict[str, Any] = {"pad_token_id": self.pad_token_id}
+        if "attention_mask" in batch:
+            loss_inputs["attention_mask"] = batch["attention_mask"]
+        if self._autocasts:
+            assert self.precision is not None
+            with self.precision.autocast():
+                raw = model(**model_inputs)
+                logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
+                loss = self._compute_loss(logits, labels, loss_inputs)
+        else:
+            raw = model(**model_inputs)
+            logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
+            loss = self._compute_loss(logits, labels, loss_inputs)
+        reported = self.gradient_accumulator.record_loss(loss)
+        if hooks is not None and hooks.on_before_backward is not None:
+            replacement = hooks.on_before_backward(
+                trainer=self.view, batch_index=batch_index, loss=loss, control=self.control
+            )
+            if replacement is not None:
+                loss = replacement
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+        else:
+            loss.backward()  # type: ignore[no-untyped-call]
+        if hooks is not None and hooks.on_after_backward is not None:
+            hooks.on_after_backward(
+                trainer=self.view, batch_index=batch_index, control=self.control
+            )
+        if on_cpu:
+            value = reported.item()
+            self._loss_value = value
+            progress.add_loss(value)
+        else:
+            progress.loss_sum += reported
+        progress.batches = batch_index + 1
+        progress.samples += labels.shape[0]
+        if hooks is not None and hooks.on_batch_end is not None:
+            hooks.on_batch_end(
+                trainer=self.view, batch_index=batch_index, loss=reported, control=self.control
+            )
+        return reported
+
     def _run_window(
         self,
         window: Sequence[Batch],
@@ -294,30 +460,27 @@ class TrainingLoop:
         device: torch.device,
         progress: EpochProgress,
     ) -> torch.Tensor:
-        """Forward and backward every micro-batch of one accumulation window; returns the
-        last batch's own loss, detached."""
+        """Forward and backward every micro-batch of one accumulation window, each batch's
+        loss weighed by its share of the window's items; returns the last batch's own loss,
+        detached."""
         dispatch = self.dispatch
         view = self.view
         control = self.control
         state = self.state
-        on_cpu = device.type == "cpu"
         distributed = self.distributed
         weigh = self.gradient_accumulator.weigh
         divided_by_window = self._count_items is not None
-        item_counts: list[Items] | None = None
-        window_items: Items | None = None
-        if self._weighs_windows:
-            item_counts = [self._items_of(batch) for batch in window]
-            window_items = sum(item_counts)
-            if distributed is not None:
-                # the loss divides by the global batch's items; DDP then averages over ranks
-                window_items = distributed.sum_items(window_items)
+        item_counts = [self._items_of(batch) for batch in window]
+        window_items: Items = sum(item_counts)
+        if distributed is not None:
+            # the loss divides by the global batch's items; DDP then averages over ranks
+            window_items = distributed.sum_items(window_items)
         last_position = len(window) - 1
         reported: torch.Tensor | None = None
         for position, raw_batch in enumerate(window):
             if not self._checked_inputs:
                 _check_batch(raw_batch, "the training data")
-            batch = raw_batch if on_cpu else _to_device(raw_batch, device)
+            batch = raw_batch if self._on_cpu else _to_device(raw_batch, device)
             batch_index = progress.batches
             state.batch_index = batch_index
             if dispatch is not None and dispatch.on_batch_start is not None:
@@ -332,10 +495,7 @@ class TrainingLoop:
             ):
                 loss = self._forward_loss(model, batch, window_items)
                 loss, reported = weigh(
-                    loss,
-                    None if item_counts is None else item_counts[position],
-                    window_items,
-                    divided_by_window=divided_by_window,
+                    loss, item_counts[position], window_items, divided_by_window=divided_by_window
                 )
                 if dispatch is not None and dispatch.on_before_backward is not None:
                     replacement = dispatch.on_before_backward(
@@ -353,7 +513,7 @@ class TrainingLoop:
                 dispatch.on_after_backward(trainer=view, batch_index=batch_index, control=control)
             progress.loss_sum += reported
             progress.batches = batch_index + 1
-            progress.samples += int(batch["labels"].shape[0])
+            progress.samples += batch["labels"].shape[0]
             if dispatch is not None and dispatch.on_batch_end is not None:
                 dispatch.on_batch_end(
                     trainer=view, batch_index=batch_index, loss=reported, control=control
@@ -383,46 +543,82 @@ class TrainingLoop:
         loss_inputs = self._loss_inputs(batch)
         if window_items is not None and self._count_items is not None:
             loss_inputs["num_items_in_batch"] = window_items
-        precision = self.precision
-        with precision.autocast() if precision is not None else _NO_CONTEXT:
-            raw = model(**model_inputs)
-            logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
-            if not self._checked_inputs:
-                self.loss_strategy.validate_inputs(logits, labels)
-                self._checked_inputs = True
-            loss_inputs["logits"] = logits
-            return self.loss_strategy.compute_loss(logits, labels, loss_inputs)
+        if self._autocasts:
+            assert self.precision is not None
+            with self.precision.autocast():
+                return self._loss_of(model(**model_inputs), labels, loss_inputs)
+        return self._loss_of(model(**model_inputs), labels, loss_inputs)
+
+    def _loss_of(
+        self, raw: object, labels: torch.Tensor, loss_inputs: dict[str, Any]
+    ) -> torch.Tensor:
+        logits = raw if isinstance(raw, torch.Tensor) else _parse_logits(raw)
+        return self._compute_loss(logits, labels, loss_inputs)
+
+    def _compute_loss(
+        self, logits: torch.Tensor, labels: torch.Tensor, loss_inputs: dict[str, Any]
+    ) -> torch.Tensor:
+        if not self._checked_inputs:
+            self.loss_strategy.validate_inputs(logits, labels)
+            self._checked_inputs = True
+        loss_inputs["logits"] = logits
+        return self.loss_strategy.compute_loss(logits, labels, loss_inputs)
 
     def _optimizer_step(
         self,
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    ) -> None:
+        step: int,
+    ) -> str | None:
+        """Check, clip and step (or skip); the reason to stop the run, if it must stop."""
         scaler = self.scaler
         if scaler is not None:
             scaler.unscale_(optimizer)
-        skip_step = False
+        skipped_for: str | None = None
         monitor = self.gradient_monitor
+        distributed = self.distributed
         if monitor is not None:
             # before clipping: the monitor judges the norm the model produced
+            # the parameters the accumulator looked up this epoch: walking the module tree
+            # again costs as much as the check itself
             watched = (
-                model if self.distributed is None else self.distributed.watched_gradients(model)
+                self.gradient_accumulator.watched_parameters
+                if distributed is None
+                else distributed.watched_gradients(model)
             )
-            health = monitor.check_step(watched, step=self.state.global_step)
-            skip_step = health is not None and health.skip_optimizer_step
-            if health is not None and self.distributed is not None:
-                # sharded gradients give each rank its own figures: skip together
-                skip_step = self.distributed.any_true(skip_step)
-        self.last_gradient_norm = self.gradient_accumulator.end_window(
-            model, self.gradient_clip_norm
-        )
+            health = monitor.check_step(watched, step=step)
+            if health is not None:
+                skip_step = health.skip_optimizer_step
+                if distributed is not None:
+                    # sharded gradients give each rank its own figures: skip together
+                    skip_step = distributed.any_true(skip_step)
+                if skip_step:
+                    skipped_for = CRITICAL_NORM
+        accumulator = self.gradient_accumulator
+        norm = accumulator.end_window(model, self.gradient_clip_norm)
+        self.last_gradient_norm = norm
+        # the finite check: the clip's total norm is NaN or infinite exactly when a gradient is
+        found_inf: torch.Tensor | None = None
+        loss_value = self._loss_value
+        if loss_value is not None and norm is not None and not self._defers_finite_check:
+            # a one-batch window on the CPU: its loss was read already, the norm is a read
+            self._loss_value = None
+            if not NonFiniteGuard.finite_on_host(norm, loss_value):
+                skipped_for = NON_FINITE
+        else:
+            self._loss_value = None
+            checked = self._finite_check(model, norm)
+            if isinstance(checked, torch.Tensor):
+                found_inf = checked
+            elif not checked:
+                skipped_for = NON_FINITE
         dispatch = self.dispatch
         if dispatch is not None and dispatch.on_before_optimizer_step is not None:
             dispatch.on_before_optimizer_step(
                 trainer=self.view, optimizer=optimizer, control=self.control
             )
-        if self.control.should_skip_step or skip_step:
+        if self.control.should_skip_step or skipped_for is not None:
             # skipped: no update, and the schedule waits for the next real step
             self.control.should_skip_step = False
             if scaler is not None:
@@ -431,11 +627,57 @@ class TrainingLoop:
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
+            elif found_inf is not None:
+                _step_unless_found_inf(optimizer, found_inf)
             else:
                 optimizer.step()
             if scheduler is not None:
                 scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        guard = self.non_finite_guard
+        if found_inf is not None:
+            guard.defer(step, found_inf, skipped_for)
+            return None
+        if skipped_for is None and guard.is_clear:
+            return None  # the usual step: nothing to count
+        return guard.record(step, skipped_for)
+
+    def _finite_check(
+        self, model: torch.nn.Module, norm: torch.Tensor | None
+    ) -> bool | torch.Tensor:
+        """Whether this step's gradients and losses are all finite (read now), or the
+        optimizer's ``found_inf`` flag for them (read later)."""
+        accumulator = self.gradient_accumulator
+        distributed = self.distributed
+        if norm is None:
+            norm = accumulator.gradient_norm(model)
+        losses: Sequence[torch.Tensor] = accumulator.window_losses
+        if distributed is not None:
+            # every rank must decide alike: the norm is the same on all (gradients are
+            # synchronized, or the clip reduced it), the loss is this rank's own
+            losses = ()
+            full_tensor = getattr(norm, "full_tensor", None)
+            if full_tensor is not None:
+                norm = full_tensor()
+        if self._defers_finite_check:
+            return NonFiniteGuard.device_flag(norm, losses)
+        is_finite = NonFiniteGuard.read_now(norm, losses)
+        if distributed is not None and self.gradient_clip_norm is None:
+            # unclipped shards were measured locally: a rank's NaN must stop every rank's step
+            is_finite = not distributed.any_true(not is_finite)
+        return is_finite
+
+
+def _step_unless_found_inf(optimizer: torch.optim.Optimizer, found_inf: torch.Tensor) -> None:
+    """``optimizer.step()`` that leaves parameters and state untouched where ``found_inf`` is
+    1: the protocol ``torch.amp.GradScaler`` uses with optimizers that support it."""
+    optimizer.grad_scale = None  # type: ignore[attr-defined]
+    optimizer.found_inf = found_inf  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale  # type: ignore[attr-defined]
+        del optimizer.found_inf  # type: ignore[attr-defined]
 
 
 class ValidationLoop:

@@ -18,6 +18,7 @@ import torch
 
 from treadle.engine.drift import DataProfile, DriftMetrics, compute_drift
 from treadle.errors import PluginLoadError, UnknownNameError
+from treadle.optional import require
 
 if TYPE_CHECKING:
     import pandas
@@ -419,6 +420,7 @@ class MetricsEngine:
 
     def get_summary(self) -> pandas.DataFrame:
         """The history as a pandas DataFrame, one row per epoch (imports pandas on call)."""
+        require("pandas", extra="pandas", feature="MetricsEngine.get_summary")
         import pandas
 
         return pandas.DataFrame(self._history)

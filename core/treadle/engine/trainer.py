@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,6 +22,7 @@ from treadle.engine.assembly import EngineParts
 from treadle.engine.dispatch import LifecycleDispatch
 from treadle.engine.loops import EpochProgress, EpochResult, TrainingLoop, ValidationLoop
 from treadle.engine.optim import build_optimizer, build_scheduler, warmup_steps
+from treadle.engine.ownership import INTERRUPTING_SIGNALS, OwnedFolder, StopOnSignals
 from treadle.engine.precision import Precision, resolve_precision
 from treadle.engine.resume import (
     EarlyStopping,
@@ -37,8 +35,6 @@ from treadle.engine.view import RunState, RunView
 from treadle.seed import capture_rng_state, restore_rng_state, set_random_seed
 
 if TYPE_CHECKING:
-    from types import FrameType
-
     from treadle.config import TrainingConfig
     from treadle.engine.accumulation import GradientAccumulator
     from treadle.engine.distributed import DistributedContext
@@ -168,7 +164,20 @@ class Trainer:
             stopping then watches ``train_loss``).
         :returns: ``best_epoch``, ``best_val_loss``, ``total_time``, ``final_metrics``,
             ``history`` (one dict per epoch), ``stop_reason``, ``global_step``, ``run_dir``,
-            ``best_checkpoint`` and, with ``profile_hooks``, ``hook_profile``.
+            ``best_checkpoint``, ``run_id``, ``status`` and, with ``profile_hooks``,
+            ``hook_profile``. ``status`` is ``completed`` (trained to the end, or stopped
+            early by early stopping or a hook), ``interrupted`` (stopped by SIGINT or SIGTERM
+            after saving: ``resume="auto"`` continues it exactly) or ``already_completed``
+            (``resume="auto"`` found the run complete: nothing was trained, the results are
+            the ones it recorded).
+        :raises RunFolderBusyError: resuming a run whose process is still alive.
+
+        Each new run gets a folder of its own: ``checkpoint_dir`` when it holds no other run,
+        else the first free of ``checkpoint_dir-2``, ``-3``, ...; ``results["run_dir"]`` names
+        it. ``resume="auto"`` continues the newest of those folders. While it trains, the run
+        holds a lock on its folder, and SIGINT (Ctrl-C) and SIGTERM save a checkpoint at the
+        next optimizer step and stop it (see :mod:`treadle.engine.ownership`;
+        ``handle_signals=False`` leaves signals alone).
 
         Under ``torchrun`` (or in a process group the caller started) the run is distributed:
         see :mod:`treadle.engine.distributed` and ``docs/distributed.md``. A user DataLoader
@@ -180,10 +189,10 @@ class Trainer:
         distributed = init_distributed(self.device)
         warn_about_launch(distributed, config.strategy, config.devices)
         if distributed is None:
-            return _Run(self, train_data, val_data).execute()
+            return self._train_owned(train_data, val_data, None)
         self.device = distributed.device
         try:
-            return _Run(self, train_data, val_data, distributed).execute()
+            return self._train_owned(train_data, val_data, distributed)
         except BaseException as error:
             peer_error = distributed.handle_failure(error)
             if peer_error is not None:
@@ -191,6 +200,38 @@ class Trainer:
             raise
         finally:
             distributed.close()
+
+    def _train_owned(
+        self, train_data: Any, val_data: Any, distributed: DistributedContext | None
+    ) -> dict[str, Any]:
+        """Claim the run's folder, train in it, and record how the run ended."""
+        from treadle.engine.ownership import claim_for_training
+
+        owned = claim_for_training(self.training_config, distributed)
+        if owned.complete_results is not None:
+            owned.release()
+            logger.info("run %s in %s is complete; nothing to train", owned.run_id, owned.path)
+            return {
+                **owned.complete_results,
+                "run_dir": str(owned.path),
+                "run_id": owned.run_id,
+                "status": "already_completed",
+            }
+        try:
+            run = _Run(self, train_data, val_data, distributed, owned)
+        except BaseException:
+            owned.abandon()  # it never started: the next new run may take the folder
+            raise
+        status, results = "failed", None
+        try:
+            results = run.execute()
+            status = results["status"]
+            return results
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            owned.finish(status, results, early_stopped=run.early_stopping.should_stop)
 
     def _validation_loop(
         self, precision: Precision, distributed: DistributedContext | None
@@ -244,10 +285,12 @@ class _Run:
         trainer: Trainer,
         train_data: Any,
         val_data: Any,
-        distributed: DistributedContext | None = None,
+        distributed: DistributedContext | None,
+        owned: OwnedFolder,
     ) -> None:
         config = trainer.training_config
         self.trainer = trainer
+        self.owned = owned
         self.distributed = distributed
         self.config = config
         self.started = time.perf_counter()
@@ -293,8 +336,7 @@ class _Run:
         is_ddp = distributed is not None and distributed.parallel == "ddp"
         self.eval_model = model if is_ddp else self.forward_model
 
-        self.run_dir = Path(config.checkpoint_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = owned.path
         self.view = RunView(
             training_config=config,
             task_spec=trainer.task_spec,
@@ -304,7 +346,9 @@ class _Run:
             run_dir=self.run_dir,
             state=self.state,
         )
-        self.parts = EngineParts(trainer, self.run_dir, distributed=distributed)
+        self.parts = EngineParts(
+            trainer, self.run_dir, distributed=distributed, run_id=owned.run_id
+        )
         try:
             self.dispatch = LifecycleDispatch(
                 trainer.plugin_manager,
@@ -355,7 +399,9 @@ class _Run:
 
     def execute(self) -> dict[str, Any]:
         dispatch = self.dispatch
-        previous_handler = self._install_sigterm()
+        signals = StopOnSignals(self.control)
+        if self.config.handle_signals:
+            signals.install()
         try:
             self._resume()
             if dispatch.on_training_start is not None:
@@ -374,8 +420,7 @@ class _Run:
                 error.add_note(f"closing checkpoints and loggers then failed too: {close_error!r}")
             raise
         finally:
-            if previous_handler is not None:
-                signal.signal(signal.SIGTERM, previous_handler)
+            signals.restore()
 
     def _train_epochs(self) -> None:
         config = self.config
@@ -558,18 +603,6 @@ class _Run:
 
     # -- signals, failures, results ---------------------------------------------------------
 
-    def _install_sigterm(self) -> Any:
-        if threading.current_thread() is not threading.main_thread():
-            return None
-        control = self.control
-
-        def on_sigterm(signum: int, frame: FrameType | None) -> None:
-            logger.warning("SIGTERM: saving a checkpoint at the next optimizer step, then stopping")
-            control.should_save = True
-            control.request_stop("SIGTERM")
-
-        return signal.signal(signal.SIGTERM, on_sigterm)
-
     def _report_exception(self, error: BaseException) -> None:
         on_exception = self.dispatch.on_exception
         if on_exception is None:
@@ -594,10 +627,18 @@ class _Run:
             "global_step": self.state.global_step,
             "run_dir": str(self.run_dir),
             "best_checkpoint": self.parts.best_checkpoint(),
+            "run_id": self.owned.run_id,
+            "status": "interrupted" if self._interrupted() else "completed",
         }
         if self.trainer.profile_hooks:
             results["hook_profile"] = self.dispatch.timings()
         return results
+
+    def _interrupted(self) -> bool:
+        """Stopped by SIGINT or SIGTERM before the last epoch ended: resumable."""
+        history = self.history
+        finished = bool(history) and history[-1].get("epoch") == self.config.epochs - 1
+        return self.stop_reason in INTERRUPTING_SIGNALS and not finished
 
 
 def _is_sharded(model: torch.nn.Module) -> bool:

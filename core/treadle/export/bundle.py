@@ -83,7 +83,9 @@ def create_export_bundle(
 
     :param model: the trained model; called as ``model(**inputs)`` returning logits (a
         tensor, a dict with ``logits``, an object with ``.logits`` or a tuple). Exported on
-        CPU and in eval mode; its own mode is restored afterwards.
+        CPU and in eval mode; its own mode is restored afterwards. A model with a
+        ``for_export()`` method is exported as the module that method returns (a PEFT model
+        returns a copy with its adapters merged).
     :param config: the model's config (any object); its JSON-ready fields are stored.
     :param task_spec: the task; gives modality, class names and example input shapes.
     :param training_config: a :class:`~treadle.config.TrainingConfig` (or any object with
@@ -112,6 +114,9 @@ def create_export_bundle(
     _check_artifact_names(exporters)
     root = _check_output_dir(Path(output_dir))
 
+    for_export = getattr(model, "for_export", None)
+    if callable(for_export):  # the model names what to export: treadle_hf merges adapters
+        model = for_export()
     export_model = _on_cpu(model)
     was_training = export_model.training
     export_model.eval()

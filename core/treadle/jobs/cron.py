@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from treadle.errors import ConfigError
+from treadle.optional import require
 
 __all__ = ["CronSchedule"]
 
@@ -28,6 +29,7 @@ class CronSchedule:
     """
 
     def __init__(self, schedule_expr: str, timezone: str = "UTC") -> None:
+        require("croniter", extra="jobs", feature="CronSchedule")
         from croniter import CroniterError, croniter
 
         self.expression = schedule_expr

@@ -9,24 +9,44 @@ NULL``) holds each step once and the dead attempt's history is still there to re
 
 NaN is kept as ``NULL`` (so it is never best), ``NULL`` steps and epochs sort first, and names
 sort by their bytes, on every database.
+
+A run records its owner (pid, host, a token telling that process from a later one with its
+pid, the attempt's start) and a heartbeat that renews a lease. A run still marked ``running``
+is reported ``died`` when its lease ran out (on the database's clock where it has one:
+PostgreSQL) or when its owner's process is gone from this machine; nothing is written for
+that, so a read-only store reports it too, and a run that was only paused (SIGSTOP) is
+``running`` again at its next heartbeat.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import attrs
+
 from treadle.errors import UnknownNameError
+from treadle.owner import ProcessOwner
 from treadle.sql.database import Database, Session, SQLStore
-from treadle.storage import MetricRow, MetricValues, RunRecord, run_record_from_row, utc_now
+from treadle.storage import (
+    ENDED_RUN_STATUSES,
+    MetricRow,
+    MetricValues,
+    RunRecord,
+    run_record_from_row,
+    utc_now,
+)
 
 __all__ = ["COMPONENT", "SQLExperimentStore"]
 
 #: The schema component the experiment tables are versioned under.
 COMPONENT = "experiments"
 
-_ENDED = ("completed", "failed")
+_ENDED = ENDED_RUN_STATUSES
+#: the statuses a run still marked ``running`` may be reported as
+_LIVE_OR_DEAD = ("running", "died")
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -58,6 +78,36 @@ class SQLExperimentStore(SQLStore):
 
     # -- writes --------------------------------------------------------------------------
 
+    def _select_runs(self) -> str:
+        """``SELECT`` of the runs table with ``lease_expired`` beside each row."""
+        now = self._dialect.clock.now
+        return (
+            "SELECT runs.*, CASE WHEN lease_expires_at IS NOT NULL AND lease_expires_at < "
+            f"{now} THEN 1 ELSE 0 END AS lease_expired FROM runs"
+        )
+
+    def _owner_values(
+        self, owner: ProcessOwner | None, lease_seconds: float | None
+    ) -> dict[str, Any]:
+        # beat: 0.0 adds to the clock for heartbeat_at; None (no owner) keeps it NULL
+        if owner is None:
+            return {
+                "pid": None,
+                "host": None,
+                "token": None,
+                "owner_started": None,
+                "beat": None,
+                "lease": None,
+            }
+        return {
+            "pid": owner.pid,
+            "host": owner.host,
+            "token": owner.token,
+            "owner_started": owner.started_at,
+            "beat": 0.0,
+            "lease": None if lease_seconds is None else float(lease_seconds),
+        }
+
     def create_run(
         self,
         *,
@@ -66,21 +116,29 @@ class SQLExperimentStore(SQLStore):
         notes: str,
         run_dir: str | None,
         status: str,
+        owner: ProcessOwner | None = None,
+        lease_seconds: float | None = None,
     ) -> int:
         now = utc_now()
+        clock = self._dialect.clock.now
         with self.database.transaction() as db:
             row = db.one(
                 "INSERT INTO runs (run_name, status, config, notes, run_dir, created_at,"
-                " ended_at) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING run_id",
-                (
-                    run_name,
-                    status,
-                    json.dumps(config, allow_nan=False),
-                    notes,
-                    run_dir,
-                    now,
-                    now if status in _ENDED else None,
-                ),
+                " ended_at, owner_pid, owner_host, owner_token, owner_started_at, heartbeat_at,"
+                " lease_expires_at) VALUES (:name, :status, :config, :notes, :run_dir,"
+                f" :created, :ended, :pid, :host, :token, :owner_started, {clock} + :beat,"
+                f" {clock} + :lease) RETURNING run_id",
+                {
+                    "name": run_name,
+                    "status": status,
+                    "config": json.dumps(config, allow_nan=False),
+                    "notes": notes,
+                    "run_dir": run_dir,
+                    "created": now,
+                    "ended": now if status in _ENDED else None,
+                    "now": time.time(),
+                    **self._owner_values(owner, lease_seconds),
+                },
             )
             run_id = int(row["run_id"])
             db.execute(
@@ -89,13 +147,23 @@ class SQLExperimentStore(SQLStore):
             )
         return run_id
 
-    def start_attempt(self, run_id: int, resume_step: int | None) -> int:
+    def start_attempt(
+        self,
+        run_id: int,
+        resume_step: int | None,
+        owner: ProcessOwner | None = None,
+        lease_seconds: float | None = None,
+    ) -> int:
         now = utc_now()
+        clock = self._dialect.clock.now
         with self.database.transaction() as db:
             row = db.one(
                 "UPDATE runs SET attempt = attempt + 1, status = 'running', ended_at = NULL,"
-                " error = NULL WHERE run_id = ? RETURNING attempt",
-                (run_id,),
+                " error = NULL, owner_pid = :pid, owner_host = :host, owner_token = :token,"
+                " owner_started_at = :owner_started,"
+                f" heartbeat_at = {clock} + :beat, lease_expires_at = {clock} + :lease"
+                " WHERE run_id = :run_id RETURNING attempt",
+                {"run_id": run_id, "now": time.time(), **self._owner_values(owner, lease_seconds)},
             )
             if row is None:
                 raise self._unknown(run_id)
@@ -113,6 +181,21 @@ class SQLExperimentStore(SQLStore):
                     (attempt, run_id, attempt, resume_step),
                 )
         return attempt
+
+    def heartbeat(self, run_id: int, attempt: int, lease_seconds: float) -> bool:
+        clock = self._dialect.clock.now
+        with self.database.session() as db:
+            cursor = db.execute(
+                f"UPDATE runs SET heartbeat_at = {clock}, lease_expires_at = {clock} + :lease"
+                " WHERE run_id = :run_id AND attempt = :attempt AND status = 'running'",
+                {
+                    "run_id": run_id,
+                    "attempt": attempt,
+                    "lease": float(lease_seconds),
+                    "now": time.time(),
+                },
+            )
+            return bool(cursor.rowcount)
 
     def add_metrics(self, run_id: int, attempt: int | None, rows: Iterable[MetricValues]) -> int:
         created: dict[str, int] = {}
@@ -185,12 +268,33 @@ class SQLExperimentStore(SQLStore):
 
     # -- reads ---------------------------------------------------------------------------
 
+    def _record(self, row: Any) -> RunRecord:
+        """The run a row describes, ``died`` when it is marked ``running`` but its lease ran
+        out or its owner's process is gone from this machine."""
+        record = run_record_from_row(row)
+        if record.status != "running":
+            return record
+        token = row["owner_token"]
+        gone = bool(row["lease_expired"])
+        if not gone and token is not None and row["owner_pid"] is not None:
+            owner = ProcessOwner(
+                pid=int(row["owner_pid"]),
+                host=str(row["owner_host"]),
+                token=str(token),
+                started_at=str(row["owner_started_at"]),
+            )
+            gone = owner.is_alive() is False
+        return attrs.evolve(record, status="died") if gone else record
+
     def get_run(self, run_id: int) -> RunRecord:
         with self.database.session() as db:
-            row = db.one("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+            row = db.one(
+                f"{self._select_runs()} WHERE run_id = :run_id",
+                {"run_id": run_id, "now": time.time()},
+            )
         if row is None:
             raise self._unknown(run_id)
-        return run_record_from_row(row)
+        return self._record(row)
 
     def find_runs(
         self,
@@ -202,25 +306,37 @@ class SQLExperimentStore(SQLStore):
         limit: int | None = None,
     ) -> list[RunRecord]:
         clauses: list[str] = []
-        parameters: list[Any] = []
-        for column, value in (("run_name", name), ("status", status), ("run_dir", run_dir)):
+        parameters: dict[str, Any] = {"now": time.time()}
+        for column, value in (("run_name", name), ("run_dir", run_dir)):
             if value is not None:
-                clauses.append(f"{column} = ?")
-                parameters.append(value)
+                clauses.append(f"{column} = :{column}")
+                parameters[column] = value
+        # running and died are told apart by reading each row: filtered after the query
+        reported = status in _LIVE_OR_DEAD
+        if reported:
+            clauses.append("status IN ('running', 'died')")
+        elif status is not None:
+            clauses.append("status = :status")
+            parameters["status"] = status
         if run_ids is not None:
             clause, ids = self._dialect.member("run_id", [int(run_id) for run_id in run_ids])
-            clauses.append(clause)
-            parameters.append(ids)
+            clauses.append(clause.replace("?", ":run_ids"))
+            parameters["run_ids"] = ids
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         limit_clause = ""
-        if limit is not None:
-            limit_clause = "LIMIT ?"
-            parameters.append(int(limit))
+        if limit is not None and not reported:
+            limit_clause = "LIMIT :limit"
+            parameters["limit"] = int(limit)
         with self.database.session() as db:
             rows = db.all(
-                f"SELECT * FROM runs {where} ORDER BY run_id DESC {limit_clause}", parameters
+                f"{self._select_runs()} {where} ORDER BY run_id DESC {limit_clause}", parameters
             )
-        return [run_record_from_row(row) for row in rows]
+        records = [self._record(row) for row in rows]
+        if reported:
+            records = [record for record in records if record.status == status]
+            if limit is not None:
+                records = records[: int(limit)]
+        return records
 
     def get_metrics(
         self,

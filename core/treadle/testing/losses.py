@@ -9,10 +9,12 @@ the layout of tensors the strategy takes::
 
     def test_focal_loss_conforms():
         report = check_loss_strategy(lambda: FocalLoss(gamma=2.0), "classification")
-        assert report.all_masked == "error"   # optional: pin down which behaviour you chose
+        assert report.details["all_masked"] == "error"  # optional: pin down your choice
 
-It raises :class:`ConformanceError` (an ``AssertionError``, so pytest reports it as a
-failure) naming the check and what went wrong. The checks:
+It raises :class:`~treadle.testing.report.ConformanceError` (an ``AssertionError``, so pytest
+reports it as a failure) naming the rule and what went wrong, or returns a
+:class:`~treadle.testing.report.ConformanceReport` whose ``details`` hold ``layout``,
+``all_masked``, ``accumulation`` and ``max_gradient_difference``. The rules:
 
 ``valid batch``
     A 0-d, floating, finite loss whose gradient reaches the logits, finite and not all zero.
@@ -53,12 +55,13 @@ import attrs
 import torch
 
 from treadle.protocols import LossStrategy
+from treadle.testing.report import ConformanceError, ConformanceReport, Rule, RuleRunner
 
 __all__ = [
     "LOSS_LAYOUTS",
+    "RULES",
     "ConformanceError",
     "LossBatch",
-    "LossConformanceReport",
     "check_loss_strategy",
     "make_loss_batch",
 ]
@@ -74,8 +77,32 @@ BATCH_SIZE = 32
 MICRO_BATCH_SIZE = 8
 
 
-class ConformanceError(AssertionError):
-    """A plugin object breaks its kind's contract; the message names the check."""
+#: The rules :func:`check_loss_strategy` enforces, in order.
+RULES = (
+    Rule(
+        "valid batch",
+        "a finite 0-d float loss whose gradient reaches the logits, finite and not all zero",
+    ),
+    Rule(
+        "shape and dtype errors",
+        "mismatched batch sizes, wrong ranks and dtypes raise ValueError naming the shape or "
+        "dtype, from validate_inputs and compute_loss",
+    ),
+    Rule(
+        "all-masked batch",
+        "a batch where nothing counts gives ValueError or a finite loss, never NaN; finite "
+        "when the rest of the accumulation window counts",
+    ),
+    Rule(
+        "sum / num_items",
+        "with count_items, the loss given num_items_in_batch is the sum over the batch "
+        "divided by it",
+    ),
+    Rule(
+        "accumulation invariance",
+        "4 micro-batches of 8 give the losses and logit gradients of one batch of 32",
+    ),
+)
 
 
 @attrs.frozen
@@ -100,29 +127,6 @@ class LossBatch:
             logits, labels = logits[:, :length], labels[:, :length]
             inputs["attention_mask"] = mask[:, :length]
         return LossBatch(logits=logits, labels=labels, inputs=inputs)
-
-
-@attrs.frozen
-class LossConformanceReport:
-    """What :func:`check_loss_strategy` checked and found.
-
-    :ivar strategy: the repr of the checked strategy.
-    :ivar layout: the tensor layout used.
-    :ivar checks: the checks that ran and passed, in order.
-    :ivar all_masked: ``error`` or ``finite``: what an all-masked batch gave
-        (``not applicable`` without an ignore index).
-    :ivar accumulation: ``num_items_in_batch`` (the strategy counts items) or
-        ``sample-weighted`` (the Trainer's fallback).
-    :ivar max_gradient_difference: largest gradient difference of the accumulation check,
-        relative to the largest gradient.
-    """
-
-    strategy: str
-    layout: str
-    checks: tuple[str, ...]
-    all_masked: str
-    accumulation: str
-    max_gradient_difference: float
 
 
 def make_loss_batch(
@@ -206,8 +210,8 @@ def check_loss_strategy(
     all_masked: AllMasked = "either",
     rtol: float = 1e-5,
     seed: int = 0,
-) -> LossConformanceReport:
-    """Run every loss check (see the module docstring) on fresh strategies from
+) -> ConformanceReport:
+    """Run every loss rule (see the module docstring) on fresh strategies from
     ``strategy_factory``.
 
     :param layout: one of :data:`LOSS_LAYOUTS`.
@@ -218,33 +222,41 @@ def check_loss_strategy(
         batch, ``either`` to accept both.
     :param rtol: gradient tolerance of the accumulation check, relative to the largest
         gradient.
-    :raises ConformanceError: a check failed; the message names it.
+    :returns: the report; ``details``: ``layout``, ``all_masked`` (``error``, ``finite`` or
+        ``not applicable``), ``accumulation`` (``num_items_in_batch`` when the strategy counts
+        items, else ``sample-weighted``, the Trainer's fallback) and
+        ``max_gradient_difference`` (relative to the largest gradient).
+    :raises ConformanceError: a rule is broken; the message names it.
     """
     if layout not in LOSS_LAYOUTS:
         msg = f"Unknown loss layout {layout!r}; layouts: {', '.join(LOSS_LAYOUTS)}"
         raise ValueError(msg)
     checker = _LossChecker(strategy_factory, layout, num_classes, ignore_index, seed)
-    checks = ["valid batch"]
+    rules = checker.rules
     checker.check_valid_batch()
+    rules.passes("valid batch")
     checker.check_shape_and_dtype_errors()
-    checks.append("shape and dtype errors")
+    rules.passes("shape and dtype errors")
     masked = "not applicable"
     if ignore_index is not None:
         masked = checker.check_all_masked(all_masked)
-        checks.append("all-masked batch")
+        rules.passes("all-masked batch")
+    else:
+        rules.skip("all-masked batch", "no ignore_index")
     if checker.counts_items:
         checker.check_sum_over_num_items()
-        checks.append("sum / num_items")
+        rules.passes("sum / num_items")
+    else:
+        rules.skip("sum / num_items", "no count_items: the Trainer weights means by samples")
     difference = checker.check_accumulation(rtol)
-    checks.append("accumulation invariance")
-    return LossConformanceReport(
-        strategy=repr(checker.strategy_factory()),
+    rules.passes("accumulation invariance")
+    rules.details.update(
         layout=layout,
-        checks=tuple(checks),
         all_masked=masked,
         accumulation="num_items_in_batch" if checker.counts_items else "sample-weighted",
         max_gradient_difference=difference,
     )
+    return rules.report()
 
 
 class _LossChecker:
@@ -263,6 +275,7 @@ class _LossChecker:
         self.seed = seed
         self.name = type(strategy_factory()).__name__
         self.counts_items = callable(getattr(strategy_factory(), "count_items", None))
+        self.rules = RuleRunner("losses", self.name, RULES, f"{layout} layout")
 
     def batch(self, batch_size: int = BATCH_SIZE) -> LossBatch:
         return make_loss_batch(
@@ -274,7 +287,7 @@ class _LossChecker:
         )
 
     def fail(self, check: str, problem: str) -> ConformanceError:
-        return ConformanceError(f"{self.name} fails '{check}' ({self.layout} layout): {problem}")
+        return self.rules.error(check, problem)
 
     def compute(
         self, strategy: LossStrategy, batch: LossBatch, logits: torch.Tensor, **extra: Any
@@ -292,12 +305,19 @@ class _LossChecker:
         check = "valid batch"
         batch = self.batch()
         logits = batch.logits.clone().requires_grad_()
-        loss = self.compute(self.strategy_factory(), batch, logits)
+        try:
+            loss = self.compute(self.strategy_factory(), batch, logits)
+        except Exception as err:
+            raise self.fail(
+                check, f"compute_loss on a valid batch raised {type(err).__name__}: {err}"
+            ) from err
         if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             raise self.fail(check, f"compute_loss returned {shape}, not a 0-d tensor")
         if not loss.dtype.is_floating_point or not math.isfinite(float(loss.detach())):
             raise self.fail(check, f"the loss is {loss!r}, not a finite float")
+        if not loss.requires_grad:
+            raise self.fail(check, "no gradient reaches the logits (is the loss detached?)")
         loss.backward()  # type: ignore[no-untyped-call]
         gradient = logits.grad
         if gradient is None:

@@ -13,19 +13,25 @@ A backend plugin runs every check against itself in its own test suite::
 
 Each check takes ``(location, plugin_manager)``, uses names of its own (a random suffix), so
 one location may serve every check and may hold other data, and raises ``AssertionError``
-saying what the backend got wrong.
+saying what the backend got wrong. :func:`check_storage_backend` runs them all and returns a
+:class:`~treadle.testing.report.ConformanceReport` (or raises
+:class:`~treadle.testing.report.ConformanceError` naming the rule), as every kit does.
 """
 
 from __future__ import annotations
 
 import math
+import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from treadle.errors import UnknownNameError
 from treadle.experiments import ExperimentDB
 from treadle.model_registry import ModelRegistry
+from treadle.owner import current_owner, local_machine
 from treadle.storage import (
     DuplicateModelError,
     ExperimentStore,
@@ -33,11 +39,20 @@ from treadle.storage import (
     ModelStore,
     RegistryError,
 )
+from treadle.testing.report import ConformanceReport, Rule, RuleRunner
 
 if TYPE_CHECKING:
     from treadle.plugins import PluginManager
 
-__all__ = ["MODEL_STORE_CHECKS", "EXPERIMENT_STORE_CHECKS", "STORE_CHECKS", "run_store_checks"]
+__all__ = [
+    "EXPERIMENT_STORE_CHECKS",
+    "MODEL_STORE_CHECKS",
+    "RULES",
+    "STORE_CHECKS",
+    "check_storage_backend",
+    "rule_of",
+    "run_store_checks",
+]
 
 StoreCheck = Callable[[str, "PluginManager | None"], None]
 
@@ -452,6 +467,48 @@ def check_stores_share_a_location(
         assert db.get_run(run_id).run_id == run_id
 
 
+def check_runs_that_died(location: str, plugin_manager: PluginManager | None = None) -> None:
+    """A run records its owner and heartbeat. A ``running`` run whose owner's process is
+    gone from this machine (a pid reused by another process counts as gone), or whose lease
+    ran out, reads as ``died``; ``running`` finds only live ones; a heartbeat renews a lease
+    and does nothing for an ended run or an earlier attempt."""
+    with ExperimentDB(location, plugin_manager=plugin_manager) as db:
+        name, me = _unique("owned"), current_owner()
+        live = db.log_run(name, {}, owner=me, lease_seconds=600)
+        # this process's pid, but another start time: the pid was reused, the owner is gone
+        reused = db.log_run(name, {}, owner=attrs.evolve(me, token=f"{local_machine()}:0"))
+        # on another machine: only its lease tells
+        elsewhere = attrs.evolve(me, token="another-machine/1:5")
+        expired = db.log_run(name, {}, owner=elsewhere, lease_seconds=0.05)
+        unowned = db.log_run(name, {})
+        time.sleep(0.3)
+        statuses = {run.run_id: run.status for run in db.find_runs(name=name)}
+        expected = {live: "running", reused: "died", expired: "died", unowned: "running"}
+        assert statuses == expected, f"statuses {statuses}, expected {expected}"
+        assert db.get_run(reused).status == "died"
+        ids = [run.run_id for run in db.find_runs(name=name, status="died")]
+        assert ids == [expired, reused], f"status='died' found {ids}"
+        assert [r.run_id for r in db.find_runs(name=name, status="died", limit=1)] == [expired]
+        ids = [run.run_id for run in db.find_runs(name=name, status="running")]
+        assert ids == [unowned, live], f"status='running' found {ids}"
+        run = db.get_run(live)
+        assert (run.owner_pid, run.owner_host) == (me.pid, me.host), run
+        assert run.owner_started_at == me.started_at, run
+        assert run.heartbeat_at, f"no heartbeat recorded: {run}"
+        assert db.heartbeat(expired, 1, 600), "a heartbeat of a running attempt"
+        assert db.get_run(expired).status == "running", "a renewed lease is alive again"
+        assert db.resume_run(reused, 0, owner=me) == 2
+        assert db.get_run(reused).status == "running"
+        assert not db.heartbeat(reused, 1, 600), "an earlier attempt's heartbeat counted"
+        db.update_run(live, status="interrupted")
+        run = db.get_run(live)
+        assert run.status == "interrupted", run
+        assert run.ended_at, f"an interrupted run has no ended_at: {run}"
+        assert not db.heartbeat(live, 1, 600), "a heartbeat revived an ended run"
+        db.update_run(unowned, status="died")
+        assert db.get_run(unowned).status == "died", "a stored 'died' is kept"
+
+
 MODEL_STORE_CHECKS: list[StoreCheck] = [
     check_model_round_trip,
     check_duplicate_version_is_refused,
@@ -472,6 +529,7 @@ EXPERIMENT_STORE_CHECKS: list[StoreCheck] = [
     check_resume_supersedes,
     check_best_run,
     check_run_frames,
+    check_runs_that_died,
 ]
 STORE_CHECKS: list[StoreCheck] = [
     *MODEL_STORE_CHECKS,
@@ -480,12 +538,46 @@ STORE_CHECKS: list[StoreCheck] = [
 ]
 
 
-def run_store_checks(location: str, plugin_manager: PluginManager | None = None) -> None:
-    """Run every check of :data:`STORE_CHECKS` on ``location``, stopping at the first
-    failure (its message names the check)."""
-    for check in STORE_CHECKS:
+def rule_of(check: StoreCheck) -> Rule:
+    """The rule a store check enforces: ``check_tags_move_atomically`` is ``tags move
+    atomically``, summarized by its docstring's first sentence."""
+    name = check.__name__.removeprefix("check_").replace("_", " ")
+    summary = (check.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+    return Rule(name, " ".join(summary.split()))
+
+
+#: The rules :func:`check_storage_backend` enforces, one per check of :data:`STORE_CHECKS`.
+RULES = tuple(rule_of(check) for check in STORE_CHECKS)
+
+
+def check_storage_backend(
+    location: str,
+    plugin_manager: PluginManager | None = None,
+    checks: Sequence[StoreCheck] = STORE_CHECKS,
+) -> ConformanceReport:
+    """Run every check of ``checks`` (default :data:`STORE_CHECKS`) on ``location`` (a URL of
+    the backend's scheme), stopping at the first failure: a broken assertion, or an error
+    the store raised where the contract expects none.
+
+    :returns: the report; ``details["location"]`` is the location checked.
+    :raises ConformanceError: a rule is broken; the message names it and the location.
+    """
+    rules = RuleRunner("storage", location, RULES)
+    for check in checks:
+        rule = rule_of(check).name
         try:
             check(location, plugin_manager)
         except AssertionError as error:
-            error.add_note(f"in store check {check.__name__} on {location}")
-            raise
+            raise rules.error(rule, str(error) or repr(error)) from error
+        except Exception as error:  # a store that raises where the contract expects no error
+            raise rules.error(rule, f"{type(error).__name__}: {error}") from error
+        rules.passes(rule)
+    rules.details["location"] = location
+    return rules.report()
+
+
+def run_store_checks(
+    location: str, plugin_manager: PluginManager | None = None
+) -> ConformanceReport:
+    """:func:`check_storage_backend` under its first name."""
+    return check_storage_backend(location, plugin_manager)

@@ -1,11 +1,16 @@
-"""``treadle registry list|show|promote|compare|retire|lineage``: the model registry from the
-command line. A model is named by a reference: ``42`` (its id), ``gpt:1.0.0``, ``:1.0.0``,
-``@production`` (a tag) or ``gpt`` (its newest non-retired version)."""
+"""``treadle registry list|show|register|promote|compare|retire|lineage``: the model registry
+from the command line. A model is named by a reference: ``42`` (its id), ``gpt:1.0.0``,
+``:1.0.0``, ``@production`` (a tag) or ``gpt`` (its newest non-retired version).
+
+``register CHECKPOINT --name N`` registers a treadle checkpoint trained elsewhere (the Trainer
+API, another machine) after a verified, weights-only load into the model its config's factory
+builds; ``treadle train`` registers its own runs."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from treadle.errors import ConfigError, UnknownNameError
@@ -80,7 +85,7 @@ def _describe(entry: ModelRegistryEntry) -> str:
 class RegistryCommand:
     """``treadle registry ...``."""
 
-    help = "list, show, promote, compare, retire registered models and trace their lineage"
+    help = "list, show, register, promote, compare, retire models and trace their lineage"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_location_argument(parser, top=True, what=_WHAT)
@@ -94,6 +99,20 @@ class RegistryCommand:
         show = action_parser(actions, "show", "one model version in full", _WHAT)
         show.add_argument("model", metavar="MODEL_REF", help=_REFERENCE_HELP)
         show.add_argument("--json", action="store_true", help="print JSON")
+        register = action_parser(
+            actions, "register", "register a treadle checkpoint as a model version", _WHAT
+        )
+        register.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a .pt file")
+        register.add_argument("--name", required=True, help="the model's name")
+        register.add_argument("--version", help="its version (default: the next free one)")
+        register.add_argument(
+            "--tag", action="append", default=[], help="a tag to give it (repeatable)"
+        )
+        register.add_argument(
+            "--model-type",
+            help="the model factory to load it into (default: the one its config names)",
+        )
+        register.add_argument("--json", action="store_true", help="print JSON")
         promote = action_parser(actions, "promote", "give a version a tag (moves it)", _WHAT)
         promote.add_argument("model", metavar="MODEL_REF", help=_REFERENCE_HELP)
         promote.add_argument("tag", help="production, staging, ...")
@@ -109,7 +128,8 @@ class RegistryCommand:
     def run(self, args: argparse.Namespace) -> int:
         from treadle.model_registry import ModelRegistry
 
-        require_existing(args.location, "model registry")
+        if args.action != "register":  # registering creates the registry if needed
+            require_existing(args.location, "model registry")
         with ModelRegistry(args.location, plugin_manager=args.plugin_manager) as registry:
             action = getattr(self, f"_{args.action}")
             status: int = action(registry, args)
@@ -164,6 +184,42 @@ class RegistryCommand:
             print()
             rows = [(name, format_value(value)) for name, value in entry.metrics.items()]
             print(format_table(("metric", "value"), rows))
+        return 0
+
+    def _register(self, registry: ModelRegistry, args: argparse.Namespace) -> int:
+        from treadle.model_loading import load_verified_checkpoint
+        from treadle.run_registration import (
+            experiment_run_id,
+            register_checkpoint,
+            registry_config_hash,
+        )
+
+        path = Path(args.checkpoint).resolve()
+        verified = load_verified_checkpoint(path, args.plugin_manager, model_type=args.model_type)
+        store = verified.training_config.experiment_location
+        known_store = store is not None and ("://" in store or Path(store).exists())
+        entry = register_checkpoint(
+            registry,
+            name=args.name,
+            checkpoint=path,
+            task_type=verified.task_spec.task_type,
+            metrics=verified.metrics,
+            config_hash=registry_config_hash(verified.training_config),
+            version=args.version,
+            tags=args.tag,
+            training_run_id=experiment_run_id(store, path.parent, args.plugin_manager)
+            if known_store
+            else None,
+        )
+        if args.json:
+            print_json(entry.to_dict())
+            return 0
+        tags = f", tags {', '.join(entry.tags)}" if entry.tags else ""
+        factory = args.model_type or verified.training_config.model_type
+        print(
+            f"registered {_describe(entry)}{tags}: {path} (epoch {verified.epoch + 1}, "
+            f"verified, loads into {factory!r})"
+        )
         return 0
 
     def _promote(self, registry: ModelRegistry, args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from treadle.errors import TreadleError, UnknownNameError
+from treadle.storage import RUN_STATUSES
 from treadle_cli.arguments import (
     action_parser,
     add_location_argument,
@@ -20,7 +21,7 @@ from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
     from treadle.experiments import ExperimentDB
-    from treadle.storage import MetricRow
+    from treadle.storage import MetricRow, RunRecord
 
 __all__ = ["RunsCommand", "plot_runs"]
 
@@ -50,7 +51,7 @@ class RunsCommand:
         add_location_argument(parser, top=True, what=what)
         actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
         listing = action_parser(actions, "list", "list runs, newest first", what)
-        listing.add_argument("--status", choices=("running", "completed", "failed"))
+        listing.add_argument("--status", choices=RUN_STATUSES)
         listing.add_argument("--name", help="only runs of this name")
         listing.add_argument("--limit", type=int, default=50, help="(default: %(default)s)")
         listing.add_argument("--json", action="store_true", help="print JSON")
@@ -86,7 +87,7 @@ class RunsCommand:
     def _list(self, db: ExperimentDB, args: argparse.Namespace) -> int:
         runs = db.find_runs(name=args.name, status=args.status, limit=args.limit)
         if args.json:
-            print_json([run.to_dict() for run in runs])
+            print_json([{**run.to_dict(), "last_checkpoint": _resumable(run)} for run in runs])
             return 0
         rows = [
             (
@@ -97,10 +98,20 @@ class RunsCommand:
                 run.created_at[:19],
                 format_value(run.ended_at and run.ended_at[:19]),
                 format_value(run.summary.get("best_val_loss")),
+                format_value(_resumable(run)),
             )
             for run in runs
         ]
-        headers = ("id", "name", "status", "attempts", "created", "ended", "best_val_loss")
+        headers = (
+            "id",
+            "name",
+            "status",
+            "attempts",
+            "created",
+            "ended",
+            "best_val_loss",
+            "last checkpoint",
+        )
         print(format_table(headers, rows))
         return 0
 
@@ -116,7 +127,13 @@ class RunsCommand:
             ("attempts", run.attempt),
             ("created", run.created_at),
             ("ended", run.ended_at),
+            (
+                "owner",
+                None if run.owner_pid is None else f"pid {run.owner_pid} on {run.owner_host}",
+            ),
+            ("heartbeat", run.heartbeat_at),
             ("run_dir", run.run_dir),
+            ("last checkpoint", _resumable(run)),
             ("notes", run.notes or None),
             *(
                 # text counts epochs from 1, as people do; --json keeps the stored value
@@ -175,6 +192,23 @@ class RunsCommand:
         path = plot_runs(db, args.run_ids, split_names(args.metrics), output)
         print(path)
         return 0
+
+
+def _owner(run: RunRecord) -> str | None:
+    if run.owner_pid is None:
+        return None
+    return f"pid {run.owner_pid} on {run.owner_host}, started {run.owner_started_at}"
+
+
+def _resumable(run: RunRecord) -> str | None:
+    """For a run that did not finish (``died``, ``interrupted``, ``failed``): the newest
+    checkpoint in its folder, which ``treadle train --resume`` continues from."""
+    if run.status in ("completed", "running") or not run.run_dir:
+        return None
+    from treadle.engine.checkpoints.run_folder import last_checkpoint
+
+    found = last_checkpoint(run.run_dir)
+    return None if found is None else str(found)
 
 
 def plot_runs(

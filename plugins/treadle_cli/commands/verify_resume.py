@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -143,6 +144,7 @@ class VerifyResumeCommand:
             *base,
             "--run-dir",
             str(run_dir),
+            "--no-register",
             "--json",
             *extra,
         ]
@@ -153,7 +155,9 @@ class VerifyResumeCommand:
             check=False,
             env=probe_environment(record, stop_at_step),
         )
-        if completed.returncode != 0:
+        # a part stopped by its SIGTERM exits 143 (128 + 15), as treadle train does
+        stopped = 128 + signal.SIGTERM if stop_at_step is not None else 0
+        if completed.returncode not in (0, stopped):
             msg = (
                 f"a training run failed (exit {completed.returncode}): {' '.join(command)}\n"
                 f"{completed.stderr[-4000:]}"

@@ -56,9 +56,13 @@ class CheckpointFolder:
     :param path: the checkpoint folder (it exists).
     :param backup: a folder to copy each finished checkpoint and the manifest to, or ``None``.
     :param policy: how checkpoints are ranked and kept.
+    :param run_id: the run writing here; ``None`` takes the folder's own (if any).
+    :raises CheckpointError: the folder belongs to another run than ``run_id``.
     """
 
-    def __init__(self, path: Path, backup: Path | None, policy: RetentionPolicy) -> None:
+    def __init__(
+        self, path: Path, backup: Path | None, policy: RetentionPolicy, run_id: str | None = None
+    ) -> None:
         self.path = path
         self.backup = backup
         self.policy = policy
@@ -68,7 +72,9 @@ class CheckpointFolder:
         self._deleting: threading.Thread | None = None
         #: the files the manifest on disk lists as being deleted
         self._listed_deleting: list[str] = []
-        recovered = recover(path, backup, policy, NEW_DIGESTS)
+        recovered = recover(path, backup, policy, NEW_DIGESTS, run_id)
+        #: the run the folder's checkpoints belong to
+        self.run_id = recovered.run_id
         #: the kept checkpoints, oldest first
         self.entries: list[Entry] = recovered.entries
         #: checkpoint files found on opening that could not be listed, with the damage
@@ -177,6 +183,7 @@ class CheckpointFolder:
             timestamp=job.timestamp,
             model_size_mb=job.model_size_mb,
             optimizer_state_size_mb=job.optimizer_state_size_mb,
+            run_id=self.run_id,
         )
         with self.lock:
             kept, removed = self.policy.retain([*self.entries, entry])
@@ -210,7 +217,7 @@ class CheckpointFolder:
             self.entries = entries
 
     def _write_index(self, entries: list[Entry], deleting: list[str]) -> None:
-        data = encode_manifest(entries, deleting, self.policy.header())
+        data = encode_manifest(entries, deleting, self.policy.header(), self.run_id)
         files.write_atomically(
             self.index_path, lambda writer: writer.write(data), "checkpoint index"
         )
@@ -238,7 +245,7 @@ class CheckpointFolder:
                 files.unlink(backup / old.file)
             with self.lock:
                 present = [e for e in self.entries if (backup / e.file).is_file()]
-                data = encode_manifest(present, [], self.policy.header())
+                data = encode_manifest(present, [], self.policy.header(), self.run_id)
             files.write_atomically(
                 backup / INDEX_NAME, lambda writer: writer.write(data), "checkpoint index backup"
             )

@@ -21,11 +21,16 @@ from treadle.engine.checkpoints.diagnosis import (
 )
 from treadle.engine.checkpoints.digests import FileHasher, HashKind, hash_file
 from treadle.engine.checkpoints.errors import CheckpointError
-from treadle.engine.checkpoints.manifest import Entry
-from treadle.engine.checkpoints.names import CHECKPOINT_NAME
+from treadle.engine.checkpoints.manifest import (
+    MAX_MANIFEST_BYTES,
+    Entry,
+    ManifestDamage,
+    decode_manifest,
+)
+from treadle.engine.checkpoints.names import CHECKPOINT_NAME, INDEX_NAME
 from treadle.engine.checkpoints.state import clean_metrics, tensor_mib
 
-__all__ = ["inspect_unlisted", "listed_damage", "read_verified"]
+__all__ = ["inspect_unlisted", "listed_damage", "read_checkpoint", "read_verified"]
 
 
 def _load(file: Path, *, mmap: bool) -> Any:
@@ -73,6 +78,28 @@ def read_verified(file: Path, expected: Entry | None, *, checked: bool = False) 
         raise load_error(file, load_failure) from load_failure
     check_payload(file, payload)
     return dict(payload)
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A checkpoint file's contents, verified and loaded weights-only, without a manager (and
+    without writing anything): against its manifest's digest when the manifest of its folder
+    lists it, else against its zip CRCs.
+
+    :raises CheckpointError: the file is missing, damaged, carries pickled objects or is no
+        treadle checkpoint; the message names the file.
+    """
+    file = Path(path)
+    if not file.is_file():
+        msg = f"checkpoint {file} does not exist"
+        raise CheckpointError(msg)
+    listed = None
+    try:
+        with (file.parent / INDEX_NAME).open("rb") as stream:
+            manifest = decode_manifest(stream.read(MAX_MANIFEST_BYTES + 1))
+        listed = next((entry for entry in manifest.entries if entry.file == file.name), None)
+    except (OSError, ManifestDamage):
+        listed = None  # no manifest, or a damaged one: the file's own CRCs decide
+    return read_verified(file, listed)
 
 
 def _load_hashing(file: Path, expected: Entry) -> tuple[str | None, Any, Exception | None]:
@@ -123,6 +150,11 @@ def listed_damage(file: Path, expected: Entry) -> str | None:
     return digest_damage(file, found, expected.digest)
 
 
+def _payload_run_id(payload: Any) -> str | None:
+    run_id = payload.get("run_id")
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
 def inspect_unlisted(file: Path, hashing: HashKind) -> Entry:
     """A manifest entry for a checkpoint file the manifest lacks, after checking its CRCs;
     its digest is of the kind ``hashing`` names.
@@ -164,6 +196,7 @@ def inspect_unlisted(file: Path, hashing: HashKind) -> Entry:
             timestamp=str(payload.get("timestamp", "")),
             model_size_mb=tensor_mib(payload.get("model_state_dict")),
             optimizer_state_size_mb=tensor_mib(payload.get("optimizer_state_dict")),
+            run_id=_payload_run_id(payload),
         )
     except (TypeError, ValueError) as err:
         msg = f"checkpoint {file} has malformed epoch, step or metrics: {err}"

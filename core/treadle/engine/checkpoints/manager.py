@@ -30,6 +30,7 @@ from treadle.engine.checkpoints.state import (
     copy_to_cpu,
     tensor_mib,
 )
+from treadle.optional import require
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +59,11 @@ class CheckpointManager:
     :param async_save: copy the state to CPU memory on the caller's thread and write it on a
         background thread; one save at a time is in flight (the next waits for it), and its
         error is raised by the next :meth:`save_checkpoint` or by :meth:`close`.
+    :param run_id: the run whose checkpoints these are: recorded in the manifest and in every
+        checkpoint, and refused for a folder that belongs to another run. ``None`` (the
+        default) continues the folder's own run, if it has one. The Trainer passes its run's.
     :raises ValueError: an argument is out of range, or the folder is a file.
+    :raises CheckpointError: the folder belongs to another run than ``run_id``.
     """
 
     def __init__(
@@ -72,6 +77,8 @@ class CheckpointManager:
         drive_backup: bool = False,
         drive_backup_path: str | os.PathLike[str] | None = None,
         async_save: bool = False,
+        *,
+        run_id: str | None = None,
     ) -> None:
         _check_count("keep_best_k", keep_best_k, minimum=0)
         _check_count("keep_last_n", keep_last_n, minimum=0)
@@ -84,6 +91,9 @@ class CheckpointManager:
             raise ValueError(msg)
         if mode not in ("min", "max"):
             msg = f"mode must be 'min' or 'max', got {mode!r}"
+            raise ValueError(msg)
+        if run_id is not None and (not isinstance(run_id, str) or not 0 < len(run_id) <= 64):
+            msg = f"run_id must be a string of 1 to 64 characters, got {run_id!r}"
             raise ValueError(msg)
         self.checkpoint_dir = _folder("checkpoint_dir", checkpoint_dir)
         self.drive_backup_path: Path | None = None
@@ -111,13 +121,20 @@ class CheckpointManager:
         self._policy = RetentionPolicy(
             monitor=monitor, mode=mode, keep_best_k=keep_best_k, keep_last_n=keep_last_n
         )
-        self._folder = CheckpointFolder(self.checkpoint_dir, self.drive_backup_path, self._policy)
+        self._folder = CheckpointFolder(
+            self.checkpoint_dir, self.drive_backup_path, self._policy, run_id
+        )
         #: path -> (inode, size, mtime, ctime) of a file whose digest was just checked; one use.
         self._verified: dict[str, tuple[int, int, int, int]] = {}
         self._pending: threading.Thread | None = None
         self._pending_error: BaseException | None = None
 
     # -- public API --------------------------------------------------------------------------
+
+    @property
+    def run_id(self) -> str | None:
+        """The run this folder's checkpoints belong to (``None``: a folder without one)."""
+        return self._folder.run_id
 
     @property
     def index_path(self) -> Path:
@@ -188,6 +205,7 @@ class CheckpointManager:
             scaler=scaler,
             trainer_state=state,
             metadata=dict(metadata or {}),
+            run_id=self.run_id,
         )
         check_loadable(payload, "checkpoint")
         if self.async_save:
@@ -224,6 +242,7 @@ class CheckpointManager:
             trainer_state=state,
             metadata=dict(payload["metadata"]),
             rng_state=payload["rng_state"],
+            run_id=self.run_id,
         )
 
     def load_checkpoint(
@@ -256,6 +275,7 @@ class CheckpointManager:
         apply_state(file, payload, model, optimizer, scheduler, scaler)
         state = payload.get("trainer_state")
         metadata = payload.get("metadata")
+        run_id = payload.get("run_id")
         logger.info("loaded checkpoint %s", file)
         return CheckpointMetadata(
             path=str(file),
@@ -269,6 +289,7 @@ class CheckpointManager:
             trainer_state=dict(state) if isinstance(state, dict) else None,
             metadata=dict(metadata) if isinstance(metadata, dict) else {},
             rng_state=payload.get("rng_state"),
+            run_id=run_id if isinstance(run_id, str) else None,
         )
 
     def latest_valid_checkpoint(self) -> Path | None:
@@ -303,6 +324,7 @@ class CheckpointManager:
     def get_checkpoint_history(self) -> pd.DataFrame:
         """The kept checkpoints, oldest first: ``epoch``, ``step``, one column per metric,
         ``is_best``, ``path``, ``timestamp`` and ``size_mb`` (file size, MiB)."""
+        require("pandas", extra="pandas", feature="CheckpointManager.get_checkpoint_history")
         import pandas as pd
 
         self._join_pending()
@@ -394,12 +416,12 @@ class CheckpointManager:
             msg = f"checkpoint path {text!r} contains a NUL byte"
             raise CheckpointError(msg)
         file = Path(text)
-        if not file.is_absolute() and len(file.parts) == 1 and not file.exists():
+        if not file.is_absolute() and len(file.parts) == 1 and not _is_file(file):
             if not CHECKPOINT_NAME.match(file.name):
                 msg = f"{text!r} is not a checkpoint name ({self._listing()})"
                 raise CheckpointError(msg)
             file = self.checkpoint_dir / file
-        if not file.is_file():
+        if not _is_file(file):
             msg = f"checkpoint {file} does not exist ({self._listing()})"
             raise CheckpointError(msg)
         return file
@@ -446,3 +468,12 @@ def _folder(name: str, value: str | os.PathLike[str]) -> Path:
         raise ValueError(msg)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, false for a path the file system refuses to look up (a name over
+    its length limit raises ENAMETOOLONG rather than answering)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False

@@ -30,8 +30,10 @@ __all__ = [
 ]
 
 _FORMAT = "treadle.checkpoints"
-#: 1: rows carry ``sha256`` (of the whole file); 2: rows carry ``hash`` (a :class:`Digest`).
-_FORMAT_VERSION = 2
+#: 1: rows carry ``sha256`` (of the whole file); 2: rows carry ``hash`` (a :class:`Digest`);
+#: 3: the header and each row carry ``run_id`` (the run the folder and each checkpoint belong
+#: to; ``null`` in a folder written without one).
+_FORMAT_VERSION = 3
 #: A manifest lists a few rows of ~600 bytes each; a file past this is not one.
 MAX_MANIFEST_BYTES = 1 << 26
 _MAX_INT = (1 << 63) - 1
@@ -57,6 +59,7 @@ class Entry:
     model_size_mb: float
     optimizer_state_size_mb: float
     is_best: bool = False
+    run_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -72,6 +75,7 @@ class Entry:
             "model_size_mb": self.model_size_mb,
             "optimizer_state_size_mb": self.optimizer_state_size_mb,
             "is_best": self.is_best,
+            "run_id": self.run_id,
         }
 
     @classmethod
@@ -106,6 +110,7 @@ class Entry:
                 model_size_mb=_size(row, "model_size_mb"),
                 optimizer_state_size_mb=_size(row, "optimizer_state_size_mb"),
                 is_best=_flag(row, "is_best", default=False),
+                run_id=_run_id(row),
             )
         except ValueError as err:
             msg = f"entry {name}: {err}"
@@ -114,22 +119,28 @@ class Entry:
 
 @attrs.define(kw_only=True)
 class Manifest:
-    """What a manifest says: the kept checkpoints, the files being deleted, and the header
-    (``monitor``, ``mode``, ``keep_best_k``, ``keep_last_n``: how it was ranked)."""
+    """What a manifest says: the kept checkpoints, the files being deleted, the header
+    (``monitor``, ``mode``, ``keep_best_k``, ``keep_last_n``: how it was ranked) and the run
+    the folder belongs to (``None`` for a folder written without one)."""
 
     entries: list[Entry]
     deleting: list[str]
     header: dict[str, Any] = attrs.field(factory=dict)
+    run_id: str | None = None
 
 
 def encode_manifest(
-    entries: Iterable[Entry], deleting: Iterable[str], header: Mapping[str, Any]
+    entries: Iterable[Entry],
+    deleting: Iterable[str],
+    header: Mapping[str, Any],
+    run_id: str | None = None,
 ) -> bytes:
-    """The manifest's bytes: ``header`` (plain JSON values) and the rows."""
+    """The manifest's bytes: ``header`` (plain JSON values), the folder's run and the rows."""
     document = {
         "format": _FORMAT,
         "format_version": _FORMAT_VERSION,
         **header,
+        "run_id": run_id,
         "checkpoints": [entry.to_json() for entry in entries],
         "deleting": list(deleting),
     }
@@ -163,7 +174,7 @@ def decode_manifest(raw: bytes) -> Manifest:
         raise ManifestDamage(msg)
     version = data.get("format_version")
     if type(version) is not int or not 1 <= version <= _FORMAT_VERSION:
-        msg = f"its format version {version!r} is not one this treadle reads (1 to 2)"
+        msg = f"its format version {version!r} is not one this treadle reads (1 to 3)"
         raise ManifestDamage(msg)
     rows, deleting = data.get("checkpoints"), data.get("deleting", [])
     if not isinstance(rows, list) or not isinstance(deleting, list):
@@ -178,7 +189,11 @@ def decode_manifest(raw: bytes) -> Manifest:
         msg = "a pending deletion is not a checkpoint name in this folder"
         raise ManifestDamage(msg)
     header = {key: data[key] for key in ("monitor", "mode") if key in data}
-    return Manifest(entries=entries, deleting=list(deleting), header=header)
+    try:
+        run_id = _run_id(data)
+    except ValueError as err:
+        raise ManifestDamage(str(err)) from err
+    return Manifest(entries=entries, deleting=list(deleting), header=header, run_id=run_id)
 
 
 def _refuse_constant(name: str) -> float:
@@ -216,6 +231,14 @@ def _text(row: Mapping[str, Any], key: str) -> str:
     value = row.get(key)
     if not isinstance(value, str):
         msg = f"{key} is {value!r}, not a string"
+        raise ValueError(msg)
+    return value
+
+
+def _run_id(row: Mapping[str, Any]) -> str | None:
+    value = row.get("run_id")
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= 64):
+        msg = f"run_id is {value!r}, not a run id"
         raise ValueError(msg)
     return value
 

@@ -27,6 +27,7 @@ class CheckpointMetadata:
     :ivar trainer_state: the Trainer's exact-resume state, ``None`` when saved without one.
     :ivar metadata: free-form values the caller saved with it.
     :ivar rng_state: every RNG at save time (:func:`treadle.seed.restore_rng_state` takes it).
+    :ivar run_id: the run it belongs to (``None`` for one saved without a run).
     """
 
     path: str
@@ -40,3 +41,4 @@ class CheckpointMetadata:
     trainer_state: dict[str, Any] | None = attrs.field(default=None, repr=False)
     metadata: dict[str, Any] = attrs.field(factory=dict)
     rng_state: dict[str, Any] | None = attrs.field(default=None, repr=False)
+    run_id: str | None = None

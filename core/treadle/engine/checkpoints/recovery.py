@@ -36,24 +36,45 @@ class Recovered:
     :ivar entries: the checkpoints, oldest first, renumbered, ``is_best`` set.
     :ivar unreadable: checkpoint files that could not be listed, with the damage.
     :ivar needs_rewrite: the manifest on disk does not say this.
+    :ivar run_id: the run the folder belongs to (``None``: a folder written without one).
     """
 
     entries: list[Entry]
     unreadable: dict[str, str]
     needs_rewrite: bool
+    run_id: str | None = None
 
 
 def recover(
-    folder: Path, backup: Path | None, policy: RetentionPolicy, hashing: HashKind
+    folder: Path,
+    backup: Path | None,
+    policy: RetentionPolicy,
+    hashing: HashKind,
+    run_id: str | None = None,
 ) -> Recovered:
     """Sweep stray temporary files (in ``folder`` and ``backup``), read the manifest
     (rebuilding it from the files when it is missing or damaged), finish interrupted
-    deletions, and list unlisted checkpoint files (with digests of the kind ``hashing``)."""
+    deletions, and list unlisted checkpoint files of the folder's run (with digests of the
+    kind ``hashing``).
+
+    :param run_id: the run opening the folder; ``None`` takes the folder's own.
+    :raises CheckpointError: the folder belongs to another run than ``run_id``.
+    """
     for place in (folder, backup):
         if place is not None and place.is_dir():
             sweep_temp_files(place)
     manifest = read_manifest(folder / INDEX_NAME)
     needs_rewrite = manifest is None or bool(manifest.deleting)
+    if manifest is not None and None not in (run_id, manifest.run_id) and manifest.run_id != run_id:
+        msg = (
+            f"{folder} holds the checkpoints of run {manifest.run_id}, not of run {run_id}: a "
+            "run writes, ranks and deletes checkpoints only in its own folder"
+        )
+        raise CheckpointError(msg)
+    if manifest is not None and run_id is None:
+        run_id = manifest.run_id
+    elif manifest is not None and manifest.run_id != run_id:
+        needs_rewrite = True  # the folder's run gets its id into the manifest
     if manifest is None:
         manifest = Manifest(entries=[], deleting=[])
     elif (
@@ -83,7 +104,7 @@ def recover(
             needs_rewrite = True
     unreadable: dict[str, str] = {}
     known = {entry.file for entry in present} | set(manifest.deleting)
-    adopted = _adopt_unlisted(folder, known, hashing, unreadable)
+    adopted = _adopt_unlisted(folder, known, hashing, unreadable, run_id)
     entries = sorted(present, key=lambda entry: entry.sequence)
     if adopted:  # merged by save time; the manifest's order stands otherwise
         needs_rewrite = True
@@ -93,7 +114,9 @@ def recover(
     for sequence, entry in enumerate(entries):
         entry.sequence = sequence
     policy.mark_best(entries)
-    return Recovered(entries=entries, unreadable=unreadable, needs_rewrite=needs_rewrite)
+    return Recovered(
+        entries=entries, unreadable=unreadable, needs_rewrite=needs_rewrite, run_id=run_id
+    )
 
 
 def read_manifest(path: Path) -> Manifest | None:
@@ -125,19 +148,28 @@ def read_manifest(path: Path) -> Manifest | None:
 
 
 def _adopt_unlisted(
-    folder: Path, listed: set[str], hashing: HashKind, unreadable: dict[str, str]
+    folder: Path,
+    listed: set[str],
+    hashing: HashKind,
+    unreadable: dict[str, str],
+    run_id: str | None,
 ) -> list[Entry]:
     """Entries for checkpoint files the manifest does not list (a lost manifest, or a
-    process killed between renaming a checkpoint into place and listing it)."""
+    process killed between renaming a checkpoint into place and listing it). A file of
+    another run is neither listed nor deleted."""
     adopted: list[Entry] = []
     for file in sorted(folder.iterdir()):
         if file.name in listed or not CHECKPOINT_NAME.match(file.name) or not file.is_file():
             continue
         try:
-            adopted.append(inspect_unlisted(file, hashing))
+            entry = inspect_unlisted(file, hashing)
+            if None not in (run_id, entry.run_id) and entry.run_id != run_id:
+                msg = f"it belongs to run {entry.run_id}, not to this folder's run {run_id}"
+                raise CheckpointError(msg)
         except CheckpointError as err:
             unreadable[file.name] = str(err)
             logger.warning("not listing checkpoint %s: %s", file, err)
-        else:
-            logger.info("listed checkpoint %s, which the index lacked", file)
+            continue
+        adopted.append(entry)
+        logger.info("listed checkpoint %s, which the index lacked", file)
     return adopted

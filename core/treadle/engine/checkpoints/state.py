@@ -50,6 +50,7 @@ def build_payload(
     scaler: Any,
     trainer_state: dict[str, Any] | None,
     metadata: dict[str, Any],
+    run_id: str | None = None,
 ) -> dict[str, Any]:
     """The checkpoint dict (its keys are listed in ``docs/checkpoints.md``)."""
     trainer_state = trainer_state or {}
@@ -73,6 +74,7 @@ def build_payload(
         "config": trainer_state.get("config"),
         "task": trainer_state.get("task"),
         "metadata": metadata,
+        "run_id": run_id,
         "torch_version": str(torch.__version__),
     }
 

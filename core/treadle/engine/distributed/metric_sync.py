@@ -11,7 +11,7 @@ import torch.distributed as dist
 
 from treadle.engine.distributed.errors import DistributedError
 
-__all__ = ["sum_metric_states"]
+__all__ = ["add_metric_state", "sum_metric_states"]
 
 
 def sum_metric_states(metrics: Sequence[object], world_size: int, device: torch.device) -> None:
@@ -101,3 +101,16 @@ def _set_state(metric: object, path: str, value: torch.Tensor) -> None:
     owner, _, name = path.rpartition(".")
     holder = getattr(metric, owner) if owner else metric
     setattr(holder, name, value)
+
+
+def add_metric_state(target: object, source: object) -> None:
+    """Add ``source``'s state into ``target``'s, in place, as :func:`sum_metric_states` sums
+    two ranks' metrics: every tensor each holds, directly or one level down; a state still
+    ``None`` in ``target`` takes ``source``'s. What the conformance kit uses to check that a
+    metric's state adds up over shards (:mod:`treadle.testing.metrics`)."""
+    current = dict(_state_slots(target))
+    for path, value in _state_slots(source):
+        if value is None:
+            continue
+        mine = current.get(path)
+        _set_state(target, path, value.clone() if mine is None else mine + value)

@@ -1,3 +1,3 @@
-"""An example third-party treadle plugin."""
+"""The example treadle plugin: see README.md for what it registers."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
-
 from treadle.export import BundleLoader
 
 if TYPE_CHECKING:
