@@ -945,6 +945,11 @@ _store_case(
     "experiments",
     find_runs=lambda inner, **query: list(reversed(inner.find_runs(**query))),
 )
+_store_case(
+    "runs that died",
+    "experiments",
+    heartbeat=lambda inner, run_id, attempt, lease_seconds: False,
+)
 
 
 @broken("storage", "stores share a location")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -97,8 +99,10 @@ def test_plan_prints_sources_hooks_steps_and_a_disk_estimate(
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
-def run_cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TREADLE_DISABLE_PLUGINS": ""}
+def run_cli(
+    *argv: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TREADLE_DISABLE_PLUGINS": "", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "treadle", *argv],
         capture_output=True,
@@ -154,3 +158,67 @@ def test_verify_resume_reports_an_exact_resume(tmp_path: Path) -> None:
     assert "resume is exact" in completed.stdout
     assert "losses: all" in completed.stdout
     assert "parameters: identical" in completed.stdout
+
+
+@needs_main_job
+@pytest.mark.slow
+def test_verify_resume_leaves_nothing_in_the_temp_folder_without_keep(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    completed = run_cli(
+        "verify-resume",
+        *TINY,
+        "--epochs",
+        "1",
+        "--kill-at",
+        "2",
+        cwd=tmp_path,
+        # torch keeps its compile cache (torchinductor_<user>) in the temp folder by design,
+        # across runs: not ours to delete, so it goes elsewhere here
+        env={"TMPDIR": str(temp), "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")},
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    assert "resume is exact" in completed.stdout
+    assert "runs deleted (keep them: --keep DIR)" in completed.stdout
+    assert list(temp.iterdir()) == []
+
+
+def test_verify_resume_cleans_up_when_a_training_part_fails(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    completed = run_cli(
+        "verify-resume", "--set", "lerning_rate=0.1", cwd=tmp_path, env={"TMPDIR": str(temp)}
+    )
+    assert completed.returncode == 2
+    assert "a training run failed" in completed.stderr
+    assert "lerning_rate" in completed.stderr
+    assert list(temp.iterdir()) == []
+
+
+@needs_main_job
+def test_verify_resume_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {
+        **os.environ,
+        "TREADLE_DISABLE_PLUGINS": "",
+        "TMPDIR": str(temp),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "treadle", "verify-resume", *TINY, "--epochs", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not any(temp.glob("treadle-verify-resume-*/reference")):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the first part never started"
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert list(temp.iterdir()) == []

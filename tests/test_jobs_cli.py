@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -100,10 +103,47 @@ def test_schedule_add_list_pause_resume_trigger_run_delete(
         _out(capsys, "jobs", "--location", jobs_env.location, "show", str(job_id), "--json")
     )
     assert (shown["job_type"], shown["status"]) == ("touch", "pending")
-    assert _out(capsys, *schedule, "run", "--once") == ""  # nothing due yet
+    assert _out(capsys, *schedule, "run", "--once").startswith("nothing was due; next: ")
     _out(capsys, *schedule, "delete", schedule_id)
     assert json.loads(_out(capsys, *schedule, "list", "--json")) == []
     assert f"No schedule {schedule_id}" in _error(capsys, *schedule, "delete", schedule_id)
+
+
+def test_schedule_run_once_says_what_fired_and_what_was_enqueued_or_the_next_fire_time(
+    jobs_env: JobsEnv, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schedule = ("schedule", "--location", jobs_env.location)
+    assert _out(capsys, *schedule, "run", "--once") == ("nothing was due: no active schedules\n")
+    config = json.dumps({"log": str(jobs_env.tmp / "x.log")})
+    schedule_id = int(
+        _out(capsys, *schedule, "add", "hourly", "touch", "@hourly", "--config", config)
+    )
+    _out(capsys, *schedule, "add", "nightly", "touch", "0 2 * * *", "--config", config)
+    listed = {s["name"]: s for s in json.loads(_out(capsys, *schedule, "list", "--json"))}
+    first = min(listed.values(), key=lambda s: s["next_fire_at"])
+    assert _out(capsys, *schedule, "run", "--once") == (
+        f"nothing was due; next: schedule {first['name']!r} at {first['next_fire_at']}\n"
+    )
+
+    # an hour ago: one fire time of 'hourly' is due now
+    with sqlite3.connect(jobs_env.location) as db:
+        db.execute(
+            "UPDATE job_schedules SET fires_after = ? WHERE schedule_id = ?",
+            (time.time() - 3600, schedule_id),
+        )
+    lines = _out(capsys, *schedule, "run", "--once").splitlines()
+    (job,) = jobs_env.manager().list_jobs()
+    assert re.fullmatch(
+        rf"schedule 'hourly' \({schedule_id}\) fired for \S+: enqueued touch job {job.job_id}",
+        lines[0],
+    ), lines
+    assert lines[1] == "1 fired, 1 enqueued"
+    assert lines[2].startswith("next: schedule ")
+    _out(capsys, *schedule, "pause", "hourly")
+    _out(capsys, *schedule, "pause", "nightly")
+    assert _out(capsys, *schedule, "run", "--once") == (
+        "nothing was due: no active schedules (every schedule is paused)\n"
+    )
 
 
 def test_worker_command_runs_jobs_and_reports(

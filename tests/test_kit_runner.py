@@ -99,7 +99,9 @@ def test_a_declared_location_runs_the_store_checks(acme_site: Path, tmp_path: Pa
     (result,) = run.results
     assert result.outcome == "passed", result.message
     assert result.report is not None
-    assert len(result.report.passed) == 18
+    from treadle.testing.stores import STORE_CHECKS
+
+    assert len(result.report.passed) == len(STORE_CHECKS)
 
 
 def test_an_uninstalled_distribution_says_how_to_install_it() -> None:
@@ -208,6 +210,22 @@ def _built_in_settings() -> dict[str, Any]:
                     {"input_ids": [4], "target_ids": [3, 2, 1]},
                 ],
                 "task": TaskSpec.sequence_to_sequence().to_dict(),
+            }
+        },
+        "models": {
+            # the hf factory builds what plugins.options.hf names: a two-layer GPT-2
+            "hf": {
+                "config": {
+                    "plugins": {
+                        "options": {
+                            "hf": {
+                                "model": "gpt2",
+                                "config": {"n_layer": 2, "n_embd": 32, "n_head": 2},
+                            }
+                        }
+                    }
+                },
+                "task": TaskSpec.language_modeling("kit", max_seq_len=16).to_dict(),
             }
         },
         "loggers": {

@@ -130,11 +130,15 @@ def test_the_onnx_format_names_its_extra(tmp_path: Path) -> None:
         from pathlib import Path
 
         import torch
+        from treadle.export import ExportRequest
         from treadle_onnx.exporter import OnnxExporter
         try:
             OnnxExporter().export(
-                torch.nn.Linear(2, 2), (torch.ones(1, 2),), Path("m.onnx"), input_names=["x"],
-                output_names=["y"], dynamic_axes={}, metadata={},
+                ExportRequest(
+                    model=torch.nn.Linear(2, 2), example_inputs=(torch.ones(1, 2),),
+                    path=Path("m.onnx"), input_names=("x",), output_names=("y",),
+                    dynamic_axes={},
+                )
             )
         except Exception as error:
             print(type(error).__name__, error)

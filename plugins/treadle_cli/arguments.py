@@ -121,13 +121,16 @@ def split_names(text: str | None) -> list[str] | None:
 
 def read_job_config(args: argparse.Namespace) -> dict[str, Any]:
     """A job's config from ``--config-file`` (JSON, or TOML when named ``.toml``), then
-    ``--config`` (JSON), then ``--training-preset`` as its ``training_config`` when the config
-    has none. Read by the config loader's rules (duplicate keys, NaN, nesting and size
-    refused) and checked as JSON data a store keeps (:func:`treadle.store_values.check_json`)
-    before any store is opened.
+    ``--config`` (JSON). Its ``training_config`` is resolved as ``treadle train`` resolves
+    ``--preset`` and ``--config`` (:func:`~treadle.run_setup.resolve_config`): the
+    defaults, then ``--training-preset`` (default: quick_prototype), then the fields the
+    config gives; the job stores the whole result. A config without ``training_config`` gets
+    one only when ``--training-preset`` is given. Read by the config loader's rules
+    (duplicate keys, NaN, nesting and size refused) and checked as JSON data a store keeps
+    (:func:`treadle.store_values.check_json`) before any store is opened.
 
-    :raises ConfigError: unreadable or malformed JSON, a limit passed, an unknown preset, or a
-        config that is no JSON object; naming the flag.
+    :raises ConfigError: unreadable or malformed JSON, a limit passed, an unknown preset or
+        ``training_config`` field, or a config that is no JSON object; naming the flag.
     """
     from treadle.config.reading import parse_json, read_config_file
     from treadle.store_values import check_json
@@ -144,10 +147,29 @@ def read_job_config(args: argparse.Namespace) -> dict[str, Any]:
             )
             raise ConfigError(msg)
         config = {**config, **given}
-    if args.training_preset is not None:
-        training = resolve_config(args.training_preset, origin="--training-preset").config
-        config.setdefault("training_config", training.to_dict())
+    training = config.get("training_config")
+    if training is not None or args.training_preset is not None:
+        config["training_config"] = _resolve_training_config(args.training_preset, training)
     return check_json(config, "job config")
+
+
+def _resolve_training_config(preset: str | None, training: object) -> dict[str, Any]:
+    """The preset's fields under the config's ``training_config``, by ``treadle train``'s rule."""
+    if training is None:
+        training = {}
+    if not isinstance(training, dict):
+        msg = (
+            f"--config: 'training_config' must be an object of TrainingConfig fields such as "
+            f'{{"epochs": 1}}, not {_json_kind(training)}'
+        )
+        raise ConfigError(msg)
+    resolved = resolve_config(
+        preset,
+        overrides=training,
+        override_label="training_config",
+        origin="job config 'training_config'",
+    )
+    return resolved.config.to_dict()
 
 
 def _json_kind(value: object) -> str:

@@ -1,4 +1,6 @@
-"""``treadle export MODEL_REF``: a registered model as an export bundle, formats recorded."""
+"""``treadle export MODEL_REF``: a registered model as an export bundle, formats recorded. The
+model is named as ``treadle registry`` names it: ``42``, ``gpt:1.0.0``, ``:1.0.0``,
+``@production`` or ``gpt`` (its newest version)."""
 
 from __future__ import annotations
 
@@ -6,7 +8,8 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from treadle.model_loading import MODEL_REFERENCE_FORMS, load_checkpoint_model, parse_model_ref
+from treadle.model_loading import MODEL_REFERENCE_FORMS, load_checkpoint_model
+from treadle_cli.references import find_model
 
 if TYPE_CHECKING:
     from treadle.plugins import PluginManager
@@ -21,7 +24,9 @@ class ExportCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "model_ref", metavar="MODEL_REF", help=f"the model: {MODEL_REFERENCE_FORMS}"
+            "model_ref",
+            metavar="MODEL_REF",
+            help=f"the model: {MODEL_REFERENCE_FORMS} or NAME (gpt: its newest version)",
         )
         parser.add_argument(
             "--formats",
@@ -43,7 +48,7 @@ class ExportCommand:
 
         manager: PluginManager | None = getattr(args, "plugin_manager", None)
         registry = ModelRegistry(args.registry)
-        entry = registry.get_model(**parse_model_ref(args.model_ref))
+        entry = find_model(registry, args.model_ref)
         model, training_config, task_spec = load_checkpoint_model(entry.checkpoint_path, manager)
         bundle = create_export_bundle(
             model,

@@ -32,13 +32,17 @@ class JobsCommand:
             "--config-file", type=Path, help="the job config in a JSON file (TOML when named .toml)"
         )
         submit.add_argument(
-            "--training-preset", help="use this preset as the config's training_config"
+            "--training-preset",
+            help="the preset under the config's training_config, whose fields override it "
+            "(default: quick_prototype, as treadle train)",
         )
         submit.add_argument("--priority", type=int, default=5, help="1..10 (default: 5)")
         submit.add_argument("--max-retries", type=int, default=3, help="(default: 3)")
         listing = actions.add_parser("list", help="list jobs, newest first")
         listing.add_argument("--status", help="pending, running, completed, failed, cancelled")
-        listing.add_argument("--type", dest="job_type", help="only jobs of this type")
+        listing.add_argument(
+            "--type", dest="job_type", help="only jobs of this type (training, noop, ...)"
+        )
         listing.add_argument("--limit", type=int, default=50)
         listing.add_argument("--json", action="store_true")
         show = actions.add_parser("show", help="one job with its attempts")
@@ -58,6 +62,14 @@ class JobsCommand:
                 sys.stdout.write(f"{job_id}\n")
             elif args.action == "list":
                 jobs = manager.list_jobs(args.status, args.job_type, args.limit)
+                if (
+                    not jobs
+                    and args.job_type is not None
+                    and not manager.list_jobs(job_type=args.job_type, limit=1)
+                ):
+                    # no job of a type, and no plugin registers it: a typo; the lookup lists
+                    # the registered types
+                    manager.plugin_manager.registry("job_types").get(args.job_type)
                 if args.json:
                     listed = [attrs.asdict(job, recurse=True) for job in jobs]
                     sys.stdout.write(json.dumps(listed, indent=2) + "\n")

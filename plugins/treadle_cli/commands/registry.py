@@ -11,10 +11,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from treadle.errors import ConfigError, UnknownNameError
-from treadle.model_loading import parse_model_ref
+from treadle.errors import UnknownNameError
 from treadle_cli.arguments import (
     action_parser,
     add_location_argument,
@@ -22,31 +21,17 @@ from treadle_cli.arguments import (
     split_names,
 )
 from treadle_cli.output import format_value, print_json
+from treadle_cli.references import find_model
 from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
     from treadle.model_registry import ModelRegistry
     from treadle.storage import ModelRegistryEntry
 
-__all__ = ["RegistryCommand", "model_reference"]
+__all__ = ["RegistryCommand"]
 
 _WHAT = "model registry"
 _REFERENCE_HELP = "42, gpt:1.0.0, :1.0.0, @production or gpt (newest version)"
-
-
-def model_reference(text: str) -> dict[str, Any]:
-    """``get_model`` keyword arguments for a reference: those of ``treadle export``, plus a
-    bare name for the newest non-retired version of it.
-
-    :raises ConfigError: an empty reference, or ``@`` or ``:`` forms that do not parse.
-    """
-    try:
-        return parse_model_ref(text)
-    except ConfigError:
-        name = text.strip()
-        if not name or name.startswith(("@", ":")):
-            raise
-        return {"name": name}
 
 
 def _entry_row(entry: ModelRegistryEntry) -> list[str]:
@@ -149,7 +134,7 @@ class RegistryCommand:
         return 0
 
     def _show(self, registry: ModelRegistry, args: argparse.Namespace) -> int:
-        entry = registry.get_model(**model_reference(args.model))
+        entry = find_model(registry, args.model)
         profile = registry.get_data_profile(entry.model_id) if entry.has_data_profile else None
         if args.json:
             data = entry.to_dict()
@@ -223,7 +208,7 @@ class RegistryCommand:
         return 0
 
     def _promote(self, registry: ModelRegistry, args: argparse.Namespace) -> int:
-        entry = registry.get_model(**model_reference(args.model))
+        entry = find_model(registry, args.model)
         try:
             previous: ModelRegistryEntry | None = registry.get_model(tag=args.tag, name=entry.name)
         except UnknownNameError:
@@ -236,7 +221,7 @@ class RegistryCommand:
         return 0
 
     def _compare(self, registry: ModelRegistry, args: argparse.Namespace) -> int:
-        ids = [registry.get_model(**model_reference(text)).model_id for text in args.models]
+        ids = [find_model(registry, text).model_id for text in args.models]
         frame = registry.compare_models(ids)
         if args.json:
             print_json(frame.to_dict(orient="records"))
@@ -251,14 +236,14 @@ class RegistryCommand:
         return 0
 
     def _retire(self, registry: ModelRegistry, args: argparse.Namespace) -> int:
-        entry = registry.get_model(**model_reference(args.model))
+        entry = find_model(registry, args.model)
         registry.delete_model(entry.model_id)
         removed = f"; tags removed: {', '.join(entry.tags)}" if entry.tags else ""
         print(f"{_describe(entry)} retired{removed}")
         return 0
 
     def _lineage(self, registry: ModelRegistry, args: argparse.Namespace) -> int:
-        entry = registry.get_model(**model_reference(args.model))
+        entry = find_model(registry, args.model)
         lineage = registry.get_lineage(entry.model_id)
         if args.json:
             print_json(

@@ -1,4 +1,5 @@
-"""``treadle runs list|show|best|compare|plot``: the experiment store from the command line."""
+"""``treadle runs list|show|best|compare|plot``: the experiment store from the command line. A
+run is named by its id or by its run name, when no other run has that name."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from treadle_cli.arguments import (
     split_names,
 )
 from treadle_cli.output import format_epoch, format_value, print_json
+from treadle_cli.references import ID_OR_NAME_HELP, find_run_id
 from treadle_cli.table import format_table
 
 if TYPE_CHECKING:
@@ -56,19 +58,19 @@ class RunsCommand:
         listing.add_argument("--limit", type=int, default=50, help="(default: %(default)s)")
         listing.add_argument("--json", action="store_true", help="print JSON")
         show = action_parser(actions, "show", "one run: status, summary and metrics", what)
-        show.add_argument("run_id", type=int)
+        show.add_argument("run", metavar="RUN", help=f"the run: {ID_OR_NAME_HELP}")
         show.add_argument("--json", action="store_true", help="print JSON")
         best = action_parser(actions, "best", "the run with the best value of a metric", what)
         best.add_argument("metric", help="a metric name, e.g. val_loss")
         best.add_argument("--mode", choices=("min", "max"), default="min")
         best.add_argument("--json", action="store_true", help="print JSON")
         compare = action_parser(actions, "compare", "runs side by side", what)
-        compare.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+        compare.add_argument("runs", nargs="+", metavar="RUN", help=f"a run: {ID_OR_NAME_HELP}")
         compare.add_argument("--metrics", help="comma-separated metric names (default: all)")
         compare.add_argument("--reduce", choices=("last", "min", "max"), default="last")
         compare.add_argument("--json", action="store_true", help="print JSON")
         plot = action_parser(actions, "plot", "write a PNG of metric curves of runs", what)
-        plot.add_argument("run_ids", type=int, nargs="+", metavar="RUN_ID")
+        plot.add_argument("runs", nargs="+", metavar="RUN", help=f"a run: {ID_OR_NAME_HELP}")
         plot.add_argument(
             "--metrics",
             help=f"comma-separated metric names (default: {','.join(DEFAULT_PLOT_METRICS)})",
@@ -98,7 +100,7 @@ class RunsCommand:
                 run.created_at[:19],
                 format_value(run.ended_at and run.ended_at[:19]),
                 format_value(run.summary.get("best_val_loss")),
-                format_value(_resumable(run)),
+                format_value(_as_seen_from_here(_resumable(run))),
             )
             for run in runs
         ]
@@ -116,7 +118,7 @@ class RunsCommand:
         return 0
 
     def _show(self, db: ExperimentDB, args: argparse.Namespace) -> int:
-        run = db.get_run(args.run_id)
+        run = db.get_run(find_run_id(db, args.run))
         metrics = _summaries(db.metric_rows([run.run_id]))
         if args.json:
             print_json({**run.to_dict(), "metrics": metrics})
@@ -176,7 +178,8 @@ class RunsCommand:
         return 0
 
     def _compare(self, db: ExperimentDB, args: argparse.Namespace) -> int:
-        frame = db.compare_runs(args.run_ids, split_names(args.metrics), reduce=args.reduce)
+        run_ids = [find_run_id(db, text) for text in args.runs]
+        frame = db.compare_runs(run_ids, split_names(args.metrics), reduce=args.reduce)
         if args.json:
             print_json(frame.to_dict(orient="records"))
             return 0
@@ -188,8 +191,9 @@ class RunsCommand:
         return 0
 
     def _plot(self, db: ExperimentDB, args: argparse.Namespace) -> int:
-        output = args.output or Path(f"runs-{'-'.join(map(str, args.run_ids))}.png")
-        path = plot_runs(db, args.run_ids, split_names(args.metrics), output)
+        run_ids = [find_run_id(db, text) for text in args.runs]
+        output = args.output or Path(f"runs-{'-'.join(map(str, run_ids))}.png")
+        path = plot_runs(db, run_ids, split_names(args.metrics), output)
         print(path)
         return 0
 
@@ -209,6 +213,17 @@ def _resumable(run: RunRecord) -> str | None:
 
     found = last_checkpoint(run.run_dir)
     return None if found is None else str(found)
+
+
+def _as_seen_from_here(path: str | None) -> str | None:
+    """``path`` relative to the working directory when it lies below it, so that a table's
+    cell shows the file's name rather than a long cut prefix."""
+    if path is None:
+        return None
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
 
 
 def plot_runs(

@@ -6,14 +6,21 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import attrs
 
 from treadle_cli.arguments import read_job_config
+from treadle_cli.references import ID_OR_NAME_HELP, find_schedule_id
 
-__all__ = ["ScheduleCommand"]
+if TYPE_CHECKING:
+    from treadle.jobs.records import Schedule
+    from treadle.jobs.scheduler import FiredSchedule
+
+__all__ = ["ScheduleCommand", "describe_run"]
 
 
 class ScheduleCommand:
@@ -35,7 +42,11 @@ class ScheduleCommand:
         add.add_argument(
             "--config-file", type=Path, help="the job config in a JSON file (TOML when named .toml)"
         )
-        add.add_argument("--training-preset", help="use this preset as training_config")
+        add.add_argument(
+            "--training-preset",
+            help="the preset under the config's training_config, whose fields override it "
+            "(default: quick_prototype, as treadle train)",
+        )
         add.add_argument("--priority", type=int, default=5)
         add.add_argument("--max-retries", type=int, default=3)
         listing = actions.add_parser("list", help="list schedules with their next fire time")
@@ -46,10 +57,16 @@ class ScheduleCommand:
             ("delete", "delete (its jobs stay)"),
             ("trigger", "enqueue its job now"),
         ):
-            actions.add_parser(name, help=text).add_argument("schedule_id", type=int)
+            actions.add_parser(name, help=text).add_argument(
+                "schedule", metavar="SCHEDULE", help=f"the schedule: {ID_OR_NAME_HELP}"
+            )
         run = actions.add_parser("run", help="fire due schedules until SIGTERM or Ctrl-C")
         run.add_argument("--poll-seconds", type=float, default=30.0)
-        run.add_argument("--once", action="store_true", help="check once and exit")
+        run.add_argument(
+            "--once",
+            action="store_true",
+            help="check once, say what fired and what was enqueued (or the next fire time), exit",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from treadle.jobs.scheduler import TrainingScheduler
@@ -58,7 +75,7 @@ class ScheduleCommand:
         config = read_job_config(args) if args.action == "add" else {}
         with TrainingScheduler(args.location, plugin_manager=args.plugin_manager) as scheduler:
             if args.action == "add":
-                schedule_id = scheduler.create_schedule(
+                created = scheduler.create_schedule(
                     args.name,
                     args.job_type,
                     config,
@@ -67,7 +84,7 @@ class ScheduleCommand:
                     timezone=args.timezone,
                     max_retries=args.max_retries,
                 )
-                sys.stdout.write(f"{schedule_id}\n")
+                sys.stdout.write(f"{created}\n")
             elif args.action == "list":
                 schedules = scheduler.list_schedules()
                 if args.json:
@@ -92,17 +109,17 @@ class ScheduleCommand:
                     headers = ["id", "name", "type", "cron", "zone", "state", "next", "last"]
                     sys.stdout.write(format_table(headers, rows) + "\n")
             elif args.action == "pause":
-                scheduler.pause_schedule(args.schedule_id)
+                scheduler.pause_schedule(find_schedule_id(scheduler, args.schedule))
             elif args.action == "resume":
-                scheduler.resume_schedule(args.schedule_id)
+                scheduler.resume_schedule(find_schedule_id(scheduler, args.schedule))
             elif args.action == "delete":
-                scheduler.delete_schedule(args.schedule_id)
+                scheduler.delete_schedule(find_schedule_id(scheduler, args.schedule))
             elif args.action == "trigger":
-                sys.stdout.write(f"{scheduler.trigger_schedule(args.schedule_id)}\n")
+                job_id = scheduler.trigger_schedule(find_schedule_id(scheduler, args.schedule))
+                sys.stdout.write(f"{job_id}\n")
             elif args.once:
-                for fired in scheduler.run_pending():
-                    what = "enqueued already" if fired.job_id is None else f"job {fired.job_id}"
-                    sys.stdout.write(f"{fired.name} {fired.fire_time} {what}\n")
+                fired = scheduler.run_pending()
+                sys.stdout.write(describe_run(fired, scheduler.list_schedules()) + "\n")
             else:
                 stopping = []
 
@@ -112,3 +129,38 @@ class ScheduleCommand:
                 signal.signal(signal.SIGTERM, on_sigterm)
                 scheduler.run(poll_seconds=args.poll_seconds, should_stop=lambda: bool(stopping))
         return 0
+
+
+def describe_run(fired: Sequence[FiredSchedule], schedules: Sequence[Schedule]) -> str:
+    """What one ``run_pending`` did, a line per fire time (the job it enqueued, or that
+    another scheduler had enqueued it), then when the next schedule fires."""
+    by_id = {schedule.schedule_id: schedule for schedule in schedules}
+    lines = []
+    for item in fired:
+        schedule = by_id.get(item.schedule_id)
+        job_type = f" {schedule.job_type}" if schedule is not None else ""
+        if item.job_id is None:
+            outcome = "enqueued already (by another scheduler): nothing new"
+        else:
+            outcome = f"enqueued{job_type} job {item.job_id}"
+        missed = f"; {item.skipped} earlier fire times missed" if item.skipped else ""
+        lines.append(
+            f"schedule {item.name!r} ({item.schedule_id}) fired for {item.fire_time}: "
+            f"{outcome}{missed}"
+        )
+    enqueued = sum(item.job_id is not None for item in fired)
+    if fired:
+        lines.append(f"{len(fired)} fired, {enqueued} enqueued")
+    upcoming = sorted(
+        (schedule.next_fire_at, schedule.name)
+        for schedule in schedules
+        if schedule.next_fire_at is not None
+    )
+    if upcoming:
+        next_fire_at, name = upcoming[0]
+        lead = "" if fired else "nothing was due; "
+        lines.append(f"{lead}next: schedule {name!r} at {next_fire_at}")
+    elif not fired:
+        paused = " (every schedule is paused)" if schedules else ""
+        lines.append(f"nothing was due: no active schedules{paused}")
+    return "\n".join(lines)

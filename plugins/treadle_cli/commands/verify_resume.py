@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,16 +95,27 @@ class VerifyResumeCommand:
             default=None,
             help="DataLoader workers of the resumed parts (default: the config's)",
         )
-        parser.add_argument("--keep", type=Path, help="keep the runs in this folder")
+        parser.add_argument(
+            "--keep",
+            type=Path,
+            metavar="DIR",
+            help="keep the runs in this folder (default: a temporary folder, deleted at the end)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         steps = sorted(set(args.kill_at))
         if not steps or steps[0] < 1:
             msg = f"--kill-at needs optimizer steps >= 1: {args.kill_at}"
             raise ConfigError(msg)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            return self._verify(args, steps, args.keep)
+        # the runs take ~11 MB: removed however the command ends (failure and Ctrl-C too)
+        with tempfile.TemporaryDirectory(prefix="treadle-verify-resume-") as folder:
+            return self._verify(args, steps, Path(folder))
+
+    def _verify(self, args: argparse.Namespace, steps: list[int], folder: Path) -> int:
         base = [*forwarded_arguments(args), "--set", "experiment_location=null"]
-        folder = args.keep or Path(tempfile.mkdtemp(prefix="treadle-verify-resume-"))
-        folder.mkdir(parents=True, exist_ok=True)
         reference = self._part(base, folder / "reference", folder / "reference.json", [])
         resumed_base = base + (
             ["--set", f"num_workers={args.workers}"] if args.workers is not None else []
@@ -113,7 +125,7 @@ class VerifyResumeCommand:
             extra = ["--resume"] if index else []
             record = folder / f"part{index + 1}.json"
             parts.append(self._part(resumed_base, folder / "resumed", record, extra, step))
-        rows = [
+        rows: list[Sequence[object]] = [
             ["uninterrupted", len(reference["losses"]), "-"],
             *[
                 [f"part {index + 1}", len(part["losses"]), step or "end"]
@@ -123,7 +135,10 @@ class VerifyResumeCommand:
         sys.stdout.write(format_table(["run", "batches", "stopped at step"], rows) + "\n")
         same, lines = compare_records(reference, parts)
         sys.stdout.write("\n".join(lines) + "\n")
-        sys.stdout.write(f"runs in {folder}\n")
+        if args.keep is not None:
+            sys.stdout.write(f"runs in {folder}\n")
+        else:
+            sys.stdout.write("runs deleted (keep them: --keep DIR)\n")
         sys.stdout.write("resume is exact\n" if same else "resume is NOT exact\n")
         return 0 if same else 1
 
