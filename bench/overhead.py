@@ -1,6 +1,6 @@
 """The Trainer's overhead against a hand-written PyTorch loop doing the same training.
 
-    .venv/bin/python bench/overhead.py [--repeats 7] [--threads 1] [--skip-rss]
+    .venv/bin/python bench/overhead.py [--repeats 7] [--threads 1] [--skip-rss] [--skip-progress]
     .venv/bin/python bench/overhead.py --instructions [--workloads mlp]
 
 Two workloads: a tiny MLP classifier (where per-step overhead dominates) and a small causal
@@ -36,25 +36,36 @@ runs of 250 and 1250 steps: the difference over the extra 1000 steps is the per-
 and process CPU, which counts the loggers' writer threads), the rest is the per-run cost
 (opening the store, the run's params). The target is under 2% of a step.
 
+A second row per workload prices the progress display: the same Trainer run with
+``progress_bar=False``, with it on and stderr no terminal (plain lines, every 10 s), and with it
+on and stderr a pseudo-terminal (a tqdm bar, drawn and read), alternating; medians and ratios
+to the run without it. Those differences are within this machine's noise, so the row also
+times the display's own per-batch hook call (through pluggy, as the Trainer calls it) in a
+tight loop: plain lines and a bar.
+
 The machine is shared and noisy: read the ratio, and rerun before believing small differences.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import json
 import logging
 import math
 import os
+import pty
 import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,8 +208,12 @@ def with_trainer(
     task: TaskSpec,
     learning_rate: float,
     record: bool,
+    progress_bar: bool | None = None,
 ) -> tuple[float, list[float]]:
     """The Trainer with its defaults; returns (seconds of the training epoch, losses)."""
+    options = dict(TRAINER_OPTIONS)
+    if progress_bar is not None:
+        options["progress_bar"] = progress_bar
     recorder = LossRecorder()
     manager = make_plugin_manager(plugins=[("bench_recorder", recorder)] if record else [])
     with tempfile.TemporaryDirectory() as folder:
@@ -211,7 +226,7 @@ def with_trainer(
             keep_best_k=1,
             keep_last_n=1,
             device="cpu",
-            **TRAINER_OPTIONS,
+            **options,
         )
         # a tuple: ready batches (a list of dicts would be a dataset of samples)
         results = Trainer(model, None, config, task, device="cpu", plugin_manager=manager).train(
@@ -297,6 +312,111 @@ def run_once(
     if contestant == "hand":
         return hand_written(model, batches, workload["loss"], workload["learning_rate"])
     return with_trainer(model, batches, workload["task"](), workload["learning_rate"], record)
+
+
+@contextlib.contextmanager
+def stderr_on(kind: str) -> Iterator[None]:
+    """``sys.stderr`` for the block: ``"pty"``, a 120 x 40 pseudo-terminal whose output a
+    thread reads and drops (so the bar is drawn in full); ``"pipe"``, no terminal."""
+    if kind == "pipe":
+        saved, sys.stderr = sys.stderr, io.StringIO()
+        try:
+            yield
+        finally:
+            sys.stderr = saved
+        return
+    import fcntl
+    import struct
+    import termios
+
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    stop = threading.Event()
+
+    def drain() -> None:
+        import select
+
+        while not stop.is_set():
+            if select.select([controller], [], [], 0.05)[0]:
+                try:
+                    os.read(controller, 65536)
+                except OSError:
+                    return
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    stream = open(terminal, "w", encoding="utf-8", buffering=1, closefd=True)  # noqa: SIM115
+    saved, sys.stderr = sys.stderr, stream
+    try:
+        yield
+    finally:
+        sys.stderr = saved
+        stream.close()
+        stop.set()
+        reader.join()
+        os.close(controller)
+
+
+def display_call_us(stderr: str) -> float:
+    """Microseconds per ``treadle_on_batch_end`` call into the progress display, through a
+    pluggy hook with it as the only implementation: the best of 5 loops of 100,000 calls."""
+    from types import SimpleNamespace
+
+    from treadle_loggers.progress import ProgressDisplay
+
+    config = TrainingConfig(epochs=1)
+    view = SimpleNamespace(
+        epoch=0, num_training_batches=10**9, num_validation_batches=None, training_config=config
+    )
+    loss = torch.tensor(0.5)
+    with stderr_on(stderr):
+        display = ProgressDisplay(training_config=config)
+        manager = make_plugin_manager(load_entry_points=False, plugins=[("progress", display)])
+        hook = manager.hook.treadle_on_batch_end
+        display.treadle_on_epoch_start(view, 0)
+        display.log_metrics({"train/batch_loss": 0.5, "train/learning_rate": 1e-3}, 1)
+        best = math.inf
+        for _ in range(5):
+            started = time.perf_counter()
+            for index in range(100_000):
+                hook(trainer=view, batch_index=index, loss=loss, control=None)
+            best = min(best, (time.perf_counter() - started) / 100_000)
+        display.close()
+    return best * 1e6
+
+
+def progress_row(name: str, initial: torch.nn.Module, repeats: int) -> None:
+    """The Trainer without the progress display, with plain lines and with a bar on a pty."""
+    workload = WORKLOADS[name]
+    contestants = {"off": (False, "pipe"), "plain": (True, "pipe"), "bar": (True, "pty")}
+    times: dict[str, list[float]] = {label: [] for label in contestants}
+    for repeat in range(repeats + 1):  # the first round warms up (tqdm's import)
+        for label, (progress_bar, stderr) in contestants.items():
+            batches = workload["batches"](workload["steps"])
+            with stderr_on(stderr):
+                seconds, _ = with_trainer(
+                    copy.deepcopy(initial),
+                    batches,
+                    workload["task"](),
+                    workload["learning_rate"],
+                    record=False,
+                    progress_bar=progress_bar,
+                )
+            if repeat:
+                times[label].append(seconds)
+    steps = workload["steps"]
+    off = statistics.median(times["off"])
+    shown = ", ".join(
+        f"{label} {statistics.median(times[label]) * 1e3:.1f} ms (ratio "
+        f"{statistics.median(times[label]) / off:.3f}, "
+        f"{(statistics.median(times[label]) - off) / steps * 1e6:+.1f} us/step)"
+        for label in ("plain", "bar")
+    )
+    print(f"  progress display: off {off * 1e3:.1f} ms; {shown}")
+    print(
+        f"  progress display's own batch hook: plain lines {display_call_us('pipe'):.2f} us, "
+        f"bar on a pty {display_call_us('pty'):.2f} us per call"
+    )
 
 
 def peak_rss_mb(name: str, contestant: str, threads: int) -> float:
@@ -616,6 +736,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workloads", default="mlp,transformer")
     parser.add_argument("--skip-rss", action="store_true")
+    parser.add_argument("--skip-progress", action="store_true")
     parser.add_argument(
         "--instructions", action="store_true", help="count instructions under callgrind"
     )
@@ -664,6 +785,9 @@ def main() -> None:
         return
     for name in names:
         measure_time(name, args)
+        if not args.skip_progress:
+            torch.manual_seed(0)
+            progress_row(name, WORKLOADS[name]["model"](), args.repeats)
     print(f"after: {load_average()}")
 
 

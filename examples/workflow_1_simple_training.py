@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
     # -- end of the API reference's code ---------------------------------------------------
     # fmt: on
-    print(f"Best epoch: {results['best_epoch']} of {config.epochs}")
+    # the API counts epochs from 0; what a person reads counts from 1
+    print(f"Best epoch: {results['best_epoch'] + 1} of {config.epochs}")
     print(f"Best checkpoint: {results['best_checkpoint']}")
     return results
 

@@ -153,8 +153,8 @@ def test_runs_best_and_compare(location: str, capsys: pytest.CaptureFixture[str]
     status, out, _ = _run(capsys, "runs", "--location", location, "best", "val_loss")
     assert (status, out.strip()) == (
         0,
-        "run 2 wide (completed): val_loss = 0.3 at epoch 2, step 30",
-    )
+        "run 2 wide (completed): val_loss = 0.3 at epoch 3, step 30",
+    ), "stored as epoch 2, the API's count from 0; shown counted from 1"
     status, out, _ = _run(
         capsys, "runs", "--location", location, "best", "train_loss", "--mode", "max", "--json"
     )

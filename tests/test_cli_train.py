@@ -134,7 +134,9 @@ def test_train_runs_the_main_job_and_prints_a_summary(tmp_path: Path) -> None:
     assert "checkpoints: " in out
     run_dir = tmp_path / "runs" / "quick-prototype"
     assert list(run_dir.glob("*.pt")), "checkpoints were written into the run folder"
-    assert "epoch 2/2" in completed.stderr, "progress lines go to stderr"
+    assert "treadle_loggers.progress: Epoch 2/2: 6/6 batches in " in completed.stderr, (
+        "progress lines go to stderr, through logging without a terminal"
+    )
 
 
 @needs_main_job

@@ -572,7 +572,7 @@ def test_a_plugin_binds_a_stateful_object_for_the_runs_its_config_asks_for(
         trainer = Trainer(
             TinyClassifier(),
             None,
-            small_config(tmp_path / name, epochs=1, plugins=plugins),
+            small_config(tmp_path / name, epochs=1, plugins=plugins, progress_bar=False),
             classification_task(),
             device="cpu",
             plugin_manager=manager,
@@ -583,7 +583,7 @@ def test_a_plugin_binds_a_stateful_object_for_the_runs_its_config_asks_for(
         assert (bound is not None) == (name == "on"), "off, the object costs nothing"
     (counter,) = counters
     assert counter.steps == 8
-    assert trainer.dispatch.on_batch_end is None, "the default loggers listen to no hook"
+    assert trainer.dispatch.on_batch_end is None, "the loggers listen to no hook"
 
 
 def test_an_object_bound_to_a_run_takes_only_lifecycle_hooks() -> None:

@@ -6,7 +6,18 @@ import json
 import subprocess
 import sys
 
-HEAVY = ["pandas", "onnx", "onnxscript", "croniter", "wandb", "psycopg", "torch._dynamo", "sympy"]
+# tqdm: imported when a progress bar is first drawn
+HEAVY = [
+    "pandas",
+    "onnx",
+    "onnxscript",
+    "croniter",
+    "wandb",
+    "psycopg",
+    "torch._dynamo",
+    "sympy",
+    "tqdm",
+]
 
 PROBE = """
 import json, sys

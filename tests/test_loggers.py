@@ -82,10 +82,12 @@ def test_console_logs_one_info_line_and_prints_nothing(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with caplog.at_level(logging.INFO, logger="treadle_loggers.console"):
-        ConsoleLogger().log_metrics({"train/batch_loss": 0.42131, "lr": 1e-4, "epoch": 2}, 120)
-    (record,) = caplog.records
-    assert record.levelno == logging.INFO
-    assert record.getMessage() == "step 120 | train/batch_loss=0.4213 lr=1.000e-04 epoch=2"
+        ConsoleLogger().log_metrics({"train/batch_loss": 0.42131, "lr": 1e-4}, 120)
+        ConsoleLogger(TrainingConfig(epochs=4)).log_metrics({"epoch": 2, "val_loss": 0.5}, 120)
+    first, second = caplog.records
+    assert first.levelno == logging.INFO
+    assert first.getMessage() == "step 120 | train/batch_loss=0.4213 lr=1.000e-04"
+    assert second.getMessage() == "epoch 3/4 (step 120) | val_loss=0.5000", "counted from 1"
     assert capsys.readouterr() == ("", "")
 
 
@@ -93,10 +95,10 @@ def test_console_formats_non_finite_values() -> None:
     assert format_metrics({"loss": math.nan}, 0) == "step 0 | loss=nan"
 
 
-def test_the_plugin_registers_both_loggers_built_the_trainer_way(tmp_path: Path) -> None:
+def test_the_plugin_registers_its_loggers_built_the_trainer_way(tmp_path: Path) -> None:
     assert check_hookimpls(treadle_loggers.plugin) == []
     registry = isolated_plugin_manager(("loggers", treadle_loggers.plugin)).registry("loggers")
-    assert registry.names() == ["console", "jsonl"]
+    assert registry.names() == ["console", "jsonl", "progress"]
     config = TrainingConfig()
     for name in registry.names():
         sink = registry.create(name, training_config=config, run_dir=tmp_path)

@@ -55,15 +55,16 @@ per optimizer step):
    the epoch's last batch, before the optimizer steps.
 9. ``treadle_on_validation_start``: after the epoch's last optimizer step; also right after
    an optimizer step inside the epoch when a hook set ``control.should_validate``.
-10. ``treadle_on_validation_end``: after every validation pass, mid-epoch ones included.
-11. ``treadle_on_epoch_end``: after the epoch and its validation.
-12. ``treadle_on_save_checkpoint``: whenever a checkpoint is written: after ``epoch_end``
+10. ``treadle_on_validation_batch_end``: after every validation batch.
+11. ``treadle_on_validation_end``: after every validation pass, mid-epoch ones included.
+12. ``treadle_on_epoch_end``: after the epoch and its validation.
+13. ``treadle_on_save_checkpoint``: whenever a checkpoint is written: after ``epoch_end``
     when one is due, and after an optimizer step for step or time intervals and requests.
-13. ``treadle_on_training_end``: once, after the last epoch or a stop request.
-14. ``treadle_on_exception``: once, when the run fails (in a step or in any hook), before the
+14. ``treadle_on_training_end``: once, after the last epoch or a stop request.
+15. ``treadle_on_exception``: once, when the run fails (in a step or in any hook), before the
     error propagates to the caller.
 
-Steps 4-8 repeat for each batch, 3-12 for each epoch.
+Steps 4-8 repeat for each batch, 10 for each validation batch, 3-13 for each epoch.
 """
 
 from __future__ import annotations
@@ -348,6 +349,20 @@ def treadle_on_validation_start(trainer: TrainerView, epoch: int, control: Train
     validation data never validate and never call it.
 
     :param epoch: the epoch being trained (mid-epoch: the current one).
+
+    Every implementation is called; return values are ignored. Wrappers are allowed.
+    """
+
+
+@hookspec
+def treadle_on_validation_batch_end(trainer: TrainerView, epoch: int, batch_index: int) -> None:
+    """Called after every validation batch (a progress display advances here; Lightning's
+    ``on_validation_batch_end``, HF's ``on_prediction_step``). Validation's hot path: keep it
+    cheap. Nothing is called per validation batch when no plugin implements it.
+
+    :param epoch: the epoch being trained (mid-epoch: the current one).
+    :param batch_index: position of the batch in this validation pass, from 0;
+        ``trainer.num_validation_batches`` says how many there are.
 
     Every implementation is called; return values are ignored. Wrappers are allowed.
     """

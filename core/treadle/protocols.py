@@ -227,3 +227,9 @@ class TrainerView(Protocol):
 
     @property
     def global_step(self) -> int: ...
+
+    @property
+    def num_training_batches(self) -> int | None: ...
+
+    @property
+    def num_validation_batches(self) -> int | None: ...

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["format_value", "json_ready", "print_json"]
+__all__ = ["format_epoch", "format_value", "json_ready", "print_json"]
 
 
 def format_value(value: object) -> str:
@@ -17,6 +17,17 @@ def format_value(value: object) -> str:
     if isinstance(value, float):
         return "nan" if math.isnan(value) else f"{value:.6g}"
     return str(value)
+
+
+def format_epoch(epoch: object, epochs: object = None) -> str:
+    """An epoch as a person reads it, counted from 1: ``3 of 10`` for the API's (and the
+    stores' and ``--json``'s) epoch 2 of a 10-epoch run; ``-`` for none."""
+    if isinstance(epoch, float) and epoch.is_integer():
+        epoch = int(epoch)
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
+        return format_value(epoch)
+    of = f" of {epochs}" if isinstance(epochs, int) and not isinstance(epochs, bool) else ""
+    return f"{epoch + 1}{of}"
 
 
 def json_ready(value: Any) -> Any:

@@ -198,6 +198,9 @@ class TrainingConfig:
     notes: str = ""
     loggers: tuple[str, ...] = _field(("console", "jsonl"), _names)
     log_every_n_steps: int = _field(10, _at_least(1))
+    #: a progress bar on stderr when it is a terminal, a plain line every 10 s through logging
+    #: when it is not; ``False`` shows neither (Lightning's ``enable_progress_bar``)
+    progress_bar: bool = True
     experiment_location: str | None = "treadle.db"
     registry_location: str = "treadle.db"
     export_formats: tuple[str, ...] = _field((), _names)

@@ -54,6 +54,7 @@ LIFECYCLE_HOOKS: tuple[str, ...] = (
     "treadle_on_batch_end",
     "treadle_on_before_optimizer_step",
     "treadle_on_validation_start",
+    "treadle_on_validation_batch_end",
     "treadle_on_validation_end",
     "treadle_on_epoch_end",
     "treadle_on_save_checkpoint",
@@ -134,6 +135,7 @@ class LifecycleDispatch:
     on_batch_end: HookCall | None
     on_before_optimizer_step: HookCall | None
     on_validation_start: HookCall | None
+    on_validation_batch_end: HookCall | None
     on_validation_end: HookCall | None
     on_epoch_end: HookCall | None
     on_save_checkpoint: HookCall | None

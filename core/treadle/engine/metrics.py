@@ -294,7 +294,7 @@ class MetricsEngine:
         self._alerts = self._check_alerts(row, previous, drift)
         self._alert_history.extend(self._alerts)
         for alert in self._alerts:
-            logger.warning("alert %s at epoch %d: %s", alert["type"], epoch, alert["message"])
+            logger.warning("alert %s at epoch %d: %s", alert["type"], epoch + 1, alert["message"])
         numeric = {
             name: float(value) for name, value in row.items() if isinstance(value, int | float)
         }

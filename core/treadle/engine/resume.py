@@ -97,7 +97,7 @@ class EarlyStopping:
         return (
             f"early stopping: {self.monitor} did not improve for "
             f"{self.epochs_without_improvement} epochs (best {self.best_value:.6g} at epoch "
-            f"{self.best_epoch})"
+            f"{'-' if self.best_epoch is None else self.best_epoch + 1})"
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -306,6 +306,9 @@ class _Run:
 
             distributed.check_same_length(batches, "the training data")
             check_sampler(train_data, distributed, "the training data")
+        self.state.training_batches = batches if _has_length(self.train_loader) else None
+        if self.val_loader is not None and _has_length(self.val_loader):
+            self.state.validation_batches = _length(self.val_loader)
         self.steps_per_epoch = math.ceil(batches / self.accumulation_steps) if batches else 0
         total_steps = self.steps_per_epoch * config.epochs
         self.warmup_steps = warmup_steps(total_steps, config.warmup_ratio)
@@ -509,8 +512,11 @@ class _Run:
         dispatch = self.dispatch
         if dispatch.on_validation_start is not None:
             dispatch.on_validation_start(trainer=self.view, epoch=epoch, control=self.control)
+        val_loader = self.val_loader
+        if dispatch.on_validation_batch_end is not None:
+            val_loader = _Announced(val_loader, dispatch.on_validation_batch_end, self.view, epoch)
         result = self.validation_loop.run_epoch(
-            epoch, self.eval_model, self.val_loader, self.trainer.device
+            epoch, self.eval_model, val_loader, self.trainer.device
         )
         metrics = {"val_loss": result.loss}
         metrics.update({f"val_{name}": value for name, value in result.metrics.items()})
@@ -646,3 +652,32 @@ def _length(loader: Iterable[Any]) -> int:
         return len(loader)  # type: ignore[arg-type]
     except TypeError:
         return 0
+
+
+def _has_length(loader: Iterable[Any]) -> bool:
+    try:
+        len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return True
+
+
+class _Announced:
+    """A validation loader that calls ``treadle_on_validation_batch_end`` after each batch: when
+    the loop asks for the next one (or learns there is none), the batch before is done. Used
+    only when something implements the hook."""
+
+    def __init__(self, loader: Iterable[Any], hook: Any, view: RunView, epoch: int) -> None:
+        self.loader = loader
+        self.hook = hook
+        self.view = view
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        hook, view, epoch = self.hook, self.view, self.epoch
+        for batch_index, batch in enumerate(self.loader):
+            yield batch
+            hook(trainer=view, epoch=epoch, batch_index=batch_index)

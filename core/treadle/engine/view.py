@@ -23,11 +23,17 @@ class RunState:
     :ivar epoch: the current epoch, from 0.
     :ivar global_step: optimizer steps taken since the run began (resumes included).
     :ivar batch_index: position of the current batch in its epoch, from 0.
+    :ivar training_batches: batches a training epoch holds on this process, ``None`` when the
+        data has no length.
+    :ivar validation_batches: batches a validation pass holds on this process, ``None`` when
+        the data has no length or there is no validation data.
     """
 
     epoch: int = 0
     global_step: int = 0
     batch_index: int = 0
+    training_batches: int | None = None
+    validation_batches: int | None = None
 
 
 class RunView:
@@ -110,6 +116,18 @@ class RunView:
     def batch_index(self) -> int:
         """Position of the current batch in its epoch, from 0."""
         return self._state.batch_index
+
+    @property
+    def num_training_batches(self) -> int | None:
+        """Batches in a training epoch on this process (as Lightning's
+        ``trainer.num_training_batches``); ``None`` when the data has no length."""
+        return self._state.training_batches
+
+    @property
+    def num_validation_batches(self) -> int | None:
+        """Batches in a validation pass on this process; ``None`` when the data has no length
+        or the run has no validation data."""
+        return self._state.validation_batches
 
     def __repr__(self) -> str:
         return f"<RunView epoch={self.epoch} global_step={self.global_step}>"

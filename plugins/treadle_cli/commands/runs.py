@@ -17,7 +17,7 @@ from treadle_cli.arguments import (
     require_existing,
     split_names,
 )
-from treadle_cli.output import format_value, print_json
+from treadle_cli.output import format_epoch, format_value, print_json
 from treadle_cli.references import ID_OR_NAME_HELP, find_run_id
 from treadle_cli.table import format_table
 
@@ -138,7 +138,11 @@ class RunsCommand:
             ("last checkpoint", _resumable(run)),
             ("notes", run.notes or None),
             *(
-                (f"summary.{key}", value)
+                # text counts epochs from 1, as people do; --json keeps the stored value
+                (
+                    f"summary.{key}",
+                    format_epoch(value, run.config.get("epochs")) if key == "best_epoch" else value,
+                )
                 for key, value in run.summary.items()
                 if key != "final_metrics"
             ),
@@ -168,7 +172,7 @@ class RunsCommand:
             return 0
         print(
             f"run {best['run_id']} {best['run_name']} ({best['status']}): {args.metric} = "
-            f"{format_value(best['best_value'])} at epoch {format_value(best['epoch'])}, "
+            f"{format_value(best['best_value'])} at epoch {format_epoch(best['epoch'])}, "
             f"step {format_value(best['step'])}"
         )
         return 0
@@ -225,8 +229,8 @@ def _as_seen_from_here(path: str | None) -> str | None:
 def plot_runs(
     db: ExperimentDB, run_ids: Sequence[int], metrics: Sequence[str] | None, output: Path
 ) -> Path:
-    """Draw each metric's curve per run (against the epoch when every row of it has one, one
-    per epoch; else the step) into ``output`` as a PNG; one panel per metric.
+    """Draw each metric's curve per run (against the epoch, counted from 1, when every row of
+    it has one, one per epoch; else the step) into ``output`` as a PNG; one panel per metric.
 
     :raises TreadleError: matplotlib is missing (with the install command), or the runs
         logged none of the metrics (listing those they did).
@@ -279,7 +283,8 @@ def plot_runs(
 def _x_axis(series: Sequence[MetricRow]) -> tuple[list[int], str]:
     epochs = [row.epoch for row in series]
     if None not in epochs and len(set(epochs)) == len(epochs):
-        return [int(epoch) for epoch in epochs if epoch is not None], "epoch"
+        # stored from 0 as the API counts; drawn from 1 as people count
+        return [int(epoch) + 1 for epoch in epochs if epoch is not None], "epoch"
     steps = [row.step for row in series]
     if None not in steps:
         return [int(step) for step in steps if step is not None], "step"

@@ -1,7 +1,8 @@
 """``treadle train``: the main job. A preset (quick_prototype by default), a config file and
 flags resolve into one TrainingConfig; the model comes from the model registry, the data from
-the data module; the Trainer runs in a folder of its own, with progress on stderr and a
-summary on stdout; a run that completes is registered as the next version of its model.
+the data module; the Trainer runs in a folder of its own, with its progress display on
+stderr (a bar on a terminal) and a summary on stdout; a run that completes is registered as
+the next version of its model.
 
 ``--plan`` resolves everything and prints it, with where each value came from, without
 training. Ctrl-C (or SIGTERM) saves a checkpoint at the next optimizer step, prints the
@@ -27,6 +28,7 @@ import attrs
 
 from treadle.errors import ConfigError, TreadleError
 from treadle_cli.arguments import add_config_arguments, forwarded_arguments, resolve_arguments
+from treadle_cli.output import format_epoch
 
 if TYPE_CHECKING:
     from treadle.config import TrainingConfig
@@ -122,6 +124,8 @@ class TrainCommand:
                 config,
                 checkpoint_dir=str(base),
                 resume="auto" if args.resume else config.resume,
+                # -q: the summary alone, as pip -q hides its bars
+                progress_bar=config.progress_bar and not getattr(args, "quiet", 0),
             )
             setup = build_run_setup(config, manager)
             return self._train(args, setup, manager, distributed)
@@ -133,20 +137,10 @@ class TrainCommand:
         manager: PluginManager,
         distributed: DistributedContext | None = None,
     ) -> int:
-        from treadle_cli.progress import TrainProgress
-
         config = setup.config
         is_main = distributed is None or distributed.is_main
-        world_size = 1 if distributed is None else distributed.world_size
-        batches = math.ceil(len(setup.train_data) / (config.batch_size * world_size))
-        progress = TrainProgress(
-            sys.stderr, config.epochs, batches, interactive=sys.stderr.isatty()
-        )
-        trainer = setup.make_trainer(
-            manager,
-            hooks=progress if is_main else None,  # console output from rank 0 alone
-            profile_hooks=args.profile_hooks,
-        )
+        # progress: the engine's own display (config progress_bar), from rank 0 alone
+        trainer = setup.make_trainer(manager, profile_hooks=args.profile_hooks)
         try:
             results = trainer.train(setup.train_data, setup.val_data)
         except KeyboardInterrupt as interrupt:
@@ -315,9 +309,7 @@ def _summary(
         lines.append(f"stopped early: {stop}")
     best_epoch = results.get("best_epoch")
     best_loss = results.get("best_val_loss")
-    lines.append(
-        "best epoch: " + ("-" if best_epoch is None else f"{best_epoch + 1} of {config.epochs}")
-    )
+    lines.append(f"best epoch: {format_epoch(best_epoch, config.epochs)}")
     if best_loss is not None:
         perplexity = math.exp(best_loss) if best_loss < 700 else math.inf
         lines.append(f"best val loss: {best_loss:.4f} (perplexity {perplexity:.2f})")
