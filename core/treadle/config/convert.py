@@ -209,6 +209,10 @@ def _flatten(err: BaseException) -> list[_Problem]:
         return [((), str(err))]
     # a ConfigError raised by the class itself (cross-field checks) carries its own sentences
     config_errors, rest = err.split(ConfigError)
+    if config_errors is None:
+        # split() rebuilds every group through derive(), which in cattrs 23 makes each a
+        # ClassValidationError (a list's index was lost from the path): keep the original
+        rest = err
     problems: list[_Problem] = []
     for leaf in _leaves(config_errors):
         if isinstance(leaf, ConfigError):
