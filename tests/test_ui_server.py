@@ -211,9 +211,10 @@ def test_alerts_and_drift_are_shown_for_the_runs_that_have_them(
     client: TestClient, ui_store: UiStore, tmp_path: Path
 ) -> None:
     words = text_of(client.get(f"/runs/{ui_store.html_run}").text)
-    # drift 0.31 is past the critical threshold 0.2, 0.05 is healthy
-    assert "drift_js_divergence 1 2 0.31 critical" in words
-    assert "drift_js_divergence 0 1 0.05 healthy" in words
+    # drift 0.31 is past the critical threshold 0.2, 0.05 is healthy; epochs 2 and 1 are the
+    # stored epochs 1 and 0 counted from 1, as everything a person reads counts them
+    assert "drift_js_divergence 2 2 0.31 critical" in words
+    assert "drift_js_divergence 1 1 0.05 healthy" in words
     with ExperimentDB(ui_store.location) as db:
         spiky = db.log_run("spiky", {"gradient_norm_critical": 5.0})
         for epoch, (val_loss, norm) in enumerate([(1.0, 1.0), (1.5, 9.0)]):
@@ -229,8 +230,8 @@ def test_alerts_and_drift_are_shown_for_the_runs_that_have_them(
                 step=epoch + 1,
             )
     words = text_of(client.get(f"/runs/{spiky}").text)
-    assert "val_loss_spike at epoch 1: val_loss rose 50.0% (1 -> 1.5), more than 20%" in words
-    assert "gradient_norm at epoch 1: gradient norm 9 is above 5" in words
+    assert "val_loss_spike at epoch 2: val_loss rose 50.0% (1 -> 1.5), more than 20%" in words
+    assert "gradient_norm at epoch 2: gradient norm 9 is above 5" in words
 
 
 def test_pages_answer_while_a_long_curve_is_being_read(
@@ -306,7 +307,7 @@ def test_the_epoch_axis_draws_epoch_metrics_at_their_epoch_and_steps_as_epoch_me
         f"/api/runs/{ui_store.baseline_run}/series", params={"axis": "epoch"}
     ).json()
     series = _series(payload)
-    assert series["val_loss"]["x"] == [0, 1]
+    assert series["val_loss"]["x"] == [1, 2]  # stored epochs 0 and 1, counted from 1
     assert series["val_loss"]["aggregated"] is False
     assert series["train/batch_loss"]["points"] == 2
     assert series["train/batch_loss"]["aggregated"] is True

@@ -76,6 +76,7 @@ def _environment() -> jinja2.Environment:
     )
     environment.filters.update(
         number=formatting.format_number,
+        epoch=formatting.format_epoch,
         bytes=formatting.format_bytes,
         duration=formatting.format_duration,
         time=formatting.format_time,

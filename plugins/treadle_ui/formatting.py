@@ -35,6 +35,14 @@ def status_tone(status: object) -> str:
     return _TONE_OF.get(str(status).lower(), "neutral")
 
 
+def format_epoch(value: object) -> str:
+    """A stored epoch (counted from 0, as the API and the stores count) as people read it,
+    counted from 1 as the CLI, the logs and the docs show it; ``-`` for none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value + 1:,}"
+    return "-"
+
+
 def format_number(value: object, digits: int = 4) -> str:
     """A number with ``digits`` significant digits; ``-`` for None, ``NaN``/``inf`` spelled."""
     if value is None:

@@ -139,8 +139,9 @@ def series_points(
 ) -> tuple[list[float], list[float | None], str, bool]:
     """One metric's rows as ``(xs, ys, axis_used, aggregated)``.
 
-    On the step axis rows are placed at their step; on the epoch axis at their epoch, the
-    mean of the epoch's values when a metric has several rows per epoch (a per-step metric).
+    On the step axis rows are placed at their step; on the epoch axis at their epoch counted
+    from 1 as people read it (the stored epoch + 1), the mean of the epoch's values when a
+    metric has several rows per epoch (a per-step metric).
     Rows lacking the wanted field fall back to the other one, then to their order.
     """
     steps = [row.step for row in rows]
@@ -163,11 +164,11 @@ def series_points(
         ys = [
             (sum(grouped[epoch]) / len(grouped[epoch])) if grouped[epoch] else None for epoch in xs
         ]
-        return [float(x) for x in xs], ys, "epoch", aggregated
+        return [float(x + 1) for x in xs], ys, "epoch", aggregated
     if has_steps:
         return [float(step) for step in steps], [_value(row) for row in rows], "step", False  # type: ignore[arg-type]
     if has_epochs:
-        return [float(epoch) for epoch in epochs], [_value(row) for row in rows], "epoch", False  # type: ignore[arg-type]
+        return [float(epoch + 1) for epoch in epochs], [_value(row) for row in rows], "epoch", False  # type: ignore[operator]
     return [float(index) for index in range(len(rows))], [_value(row) for row in rows], "row", False
 
 
