@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from tests.processes import default_sigint
+
 __all__ = ["PtyRun", "drain", "open_pty", "render", "run_in_pty", "stderr_on_a_pty"]
 
 _ESCAPE = re.compile(r"\x1b\[(\d*)([A-Za-z])")
@@ -68,6 +70,7 @@ class PtyRun:
             stdout=terminal,
             stderr=terminal,
             start_new_session=True,
+            preexec_fn=default_sigint,
         )
         os.close(terminal)
         self._reader = threading.Thread(

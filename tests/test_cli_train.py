@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import default_sigint
 from tests.trainer_fixtures import needs_main_job
 from treadle.cli import main
 from treadle.errors import ConfigError
@@ -212,6 +213,7 @@ def test_verify_resume_cleans_up_on_ctrl_c(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 120
     while not any(temp.glob("treadle-verify-resume-*/reference")):

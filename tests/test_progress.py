@@ -45,7 +45,7 @@ def assert_nothing_glued(lines: list[str]) -> None:
 
 
 def train(tmp_path: Path, *extra: tuple[str, object], **overrides: Any) -> dict[str, Any]:
-    config = small_config(tmp_path / "run", **overrides)
+    config = small_config(tmp_path / "run", **{"progress_bar": True, **overrides})
     return Trainer(
         TinyClassifier(),
         None,

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 
+from tests.processes import default_sigint
 from tests.test_resume import assert_same_run
 from tests.trainer_fixtures import (
     TinyClassifier,
@@ -77,11 +78,6 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _default_sigint() -> None:
-    # the test runner may ignore SIGINT; a child inheriting that would never see Ctrl-C
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def run_part(
     tmp_path: Path, run_dir: Path, name: str, *, stop_at: int = -1, times: int = 1, resume: str = ""
 ) -> tuple[int, dict[str, Any]]:
@@ -95,7 +91,7 @@ def run_part(
         check=False,
         cwd=tmp_path,
         timeout=300,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
     assert record.exists(), completed.stderr[-3000:]
     loaded: dict[str, Any] = torch.load(record, weights_only=True)

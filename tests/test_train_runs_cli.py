@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.processes import default_sigint
 from tests.trainer_fixtures import needs_main_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,10 +54,6 @@ TINY = [
 
 pytest_plugins = ["tests.postgres_fixtures"]
 pytestmark = [needs_main_job, pytest.mark.slow]
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def environment(
@@ -97,7 +94,7 @@ def treadle(
         env=env if env is not None else environment(cwd),
         timeout=timeout,
         check=False,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
 
 
@@ -109,7 +106,7 @@ def start(*argv: str, cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
         text=True,
         cwd=cwd,
         env=env,
-        preexec_fn=_default_sigint,
+        preexec_fn=default_sigint,
     )
 
 

@@ -67,15 +67,16 @@ def test_the_epoch_axis_averages_a_per_step_metric_and_keeps_an_epoch_metric() -
     rows = [row("train/batch_loss", value, 0, step) for step, value in ((1, 4.0), (2, 2.0))]
     rows += [row("train/batch_loss", 1.0, 1, 3), row("train/batch_loss", math.nan, 2, 4)]
     xs, ys, axis, aggregated = series_points(rows, "epoch")
-    assert (xs, ys, axis, aggregated) == ([0.0, 1.0, 2.0], [3.0, 1.0, None], "epoch", True)
+    # stored epochs 0-2 drawn as epochs 1-3, as a person counts them
+    assert (xs, ys, axis, aggregated) == ([1.0, 2.0, 3.0], [3.0, 1.0, None], "epoch", True)
     epoch_rows = [row("val_loss", 0.5, 0, 2), row("val_loss", 0.25, 1, 3)]
-    assert series_points(epoch_rows, "epoch") == ([0.0, 1.0], [0.5, 0.25], "epoch", False)
+    assert series_points(epoch_rows, "epoch") == ([1.0, 2.0], [0.5, 0.25], "epoch", False)
     assert series_points(epoch_rows, "step") == ([2.0, 3.0], [0.5, 0.25], "step", False)
 
 
 def test_rows_without_steps_fall_back_to_epochs_then_to_their_order() -> None:
     by_epoch = [row("acc", 0.5, 0, None), row("acc", 0.6, 1, None)]
-    assert series_points(by_epoch, "step")[2] == "epoch"
+    assert series_points(by_epoch, "step")[:3] == ([1.0, 2.0], [0.5, 0.6], "epoch")
     bare = [row("acc", 0.5, None, None), row("acc", 0.6, None, None)]
     assert series_points(bare, "step")[:3] == ([0.0, 1.0], [0.5, 0.6], "row")
 

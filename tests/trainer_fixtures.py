@@ -101,6 +101,7 @@ def small_config(checkpoint_dir: Path, **overrides: Any) -> TrainingConfig:
         "warmup_ratio": 0.1,
         "checkpoint_dir": str(checkpoint_dir),
         "loggers": (),
+        "progress_bar": False,  # the tests of the display ask for it
         "experiment_location": None,
         "device": "cpu",
         "early_stopping_patience": None,
