@@ -14,23 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.processes import default_sigint
-from tests.trainer_fixtures import needs_main_job
+from tests.trainer_fixtures import TINY_GPT, needs_main_job
 from treadle.cli import main
 from treadle.errors import ConfigError
 from treadle_cli.arguments import add_config_arguments, resolve_arguments
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "--set",
-    "d_model=32",
-    "--set",
-    "num_heads=2",
-    "--set",
-    "d_ff=64",
-    "--set",
-    "num_layers=1",
-    "--set",
-    "max_seq_len=32",
+    *TINY_GPT,
     "--set",
     "max_train_samples=96",
     "--set",

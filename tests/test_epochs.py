@@ -11,22 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli_train import run_cli
-from tests.trainer_fixtures import needs_main_job
+from tests.trainer_fixtures import TINY_GPT, needs_main_job
 from treadle.experiments import ExperimentDB
 from treadle_cli.commands.runs import _x_axis
 from treadle_cli.output import format_epoch
 
 TINY = [
-    "--set",
-    "d_model=32",
-    "--set",
-    "num_heads=2",
-    "--set",
-    "d_ff=64",
-    "--set",
-    "num_layers=1",
-    "--set",
-    "max_seq_len=32",
+    *TINY_GPT,
     "--set",
     "max_train_samples=96",
     "--set",

@@ -18,6 +18,7 @@ import pytest
 
 from tests.terminal import PtyRun, render, run_in_pty, stderr_on_a_pty
 from tests.trainer_fixtures import (
+    TINY_GPT,
     TinyClassifier,
     classification_task,
     engine_plugin_manager,
@@ -244,16 +245,7 @@ def test_the_loggers_plugin_adds_the_display_to_runs_whose_config_asks_for_it() 
 # -- treadle train on a terminal ---------------------------------------------------------------
 
 TINY = [
-    "--set",
-    "d_model=32",
-    "--set",
-    "num_heads=2",
-    "--set",
-    "d_ff=64",
-    "--set",
-    "num_layers=1",
-    "--set",
-    "max_seq_len=32",
+    *TINY_GPT,
     "--set",
     "max_val_samples=32",
     "--set",

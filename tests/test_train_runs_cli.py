@@ -23,23 +23,14 @@ from typing import Any
 import pytest
 
 from tests.processes import default_sigint
-from tests.trainer_fixtures import needs_main_job
+from tests.trainer_fixtures import TINY_GPT, needs_main_job
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = "tests.signal_probe:probe"
 RESUME_PROBE = "treadle_cli.resume_probe:probe"
 # 96 samples / batch 16 = 6 optimizer steps per epoch
 TINY = [
-    "--set",
-    "d_model=32",
-    "--set",
-    "num_heads=2",
-    "--set",
-    "d_ff=64",
-    "--set",
-    "num_layers=1",
-    "--set",
-    "max_seq_len=32",
+    *TINY_GPT,
     "--set",
     "max_train_samples=96",
     "--set",

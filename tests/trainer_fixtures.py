@@ -116,3 +116,19 @@ def loaders(
     train = DataLoader(Blobs(train_size, seed=0), batch_size=batch_size, shuffle=shuffle)
     val = DataLoader(Blobs(val_size, seed=1), batch_size=batch_size)
     return train, val
+
+
+#: ``treadle train`` arguments that make the main job's tiny GPT smaller still (one layer, 32
+#: wide, 32 tokens); tests add their data sizes and options
+TINY_GPT = [
+    "--set",
+    "d_model=32",
+    "--set",
+    "num_heads=2",
+    "--set",
+    "d_ff=64",
+    "--set",
+    "num_layers=1",
+    "--set",
+    "max_seq_len=32",
+]
