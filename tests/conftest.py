@@ -40,6 +40,35 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         item.extra_keyword_matches.update(RELIABILITY_ROW.findall(doc))
 
 
+#: What treadle writes into the working directory by default (the store, run folders, bundles,
+#: MLflow's default store): a test that lets one land in the checkout leaves litter behind
+_DEFAULT_OUTPUTS = (
+    "treadle.db",
+    "experiments.db",
+    "models.db",
+    "jobs.db",
+    "mlflow.db",
+    "mlruns",
+    "checkpoints",
+    "exports",
+    "runs",
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _nothing_written_into_the_working_directory() -> Iterator[None]:
+    folder = Path.cwd()
+    before = {name for name in _DEFAULT_OUTPUTS if (folder / name).exists()}
+    yield
+    written = sorted(
+        name for name in _DEFAULT_OUTPUTS if (folder / name).exists() and name not in before
+    )
+    assert not written, (
+        f"the tests wrote {written} into {folder}: run the command of such a test with "
+        f"cwd=tmp_path (or point its locations there)"
+    )
+
+
 @pytest.fixture(autouse=True)
 def _no_env_disabled_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TREADLE_DISABLE_PLUGINS", raising=False)

@@ -132,7 +132,13 @@ def test_treadle_train_trains_a_third_party_data_set_named_with_set(acme_site: P
         command += ["--set", f"{key}={json.dumps(value)}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(acme_site), *sys.path])}
     done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=300, check=False
+        command,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=site.parent,  # the run registers its model in ./treadle.db
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert '"global_step"' in done.stdout
@@ -255,7 +261,13 @@ def test_the_docs_third_party_data_set_is_listed_loaded_and_trained_by_treadle_t
         command += ["--set", f"{key}={json.dumps(value)}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
     done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=300, check=False
+        command,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=site.parent,  # the run registers its model in ./treadle.db
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["final_metrics"]["val_accuracy"] > 0.8
