@@ -136,7 +136,7 @@ def test_treadle_train_trains_a_third_party_data_set_named_with_set(acme_site: P
         capture_output=True,
         text=True,
         env=env,
-        cwd=site.parent,  # the run registers its model in ./treadle.db
+        cwd=acme_site.parent,  # the run registers its model in ./treadle.db
         timeout=300,
         check=False,
     )
