@@ -86,7 +86,7 @@ def build_hf_model(training_config: TrainingConfig, task_spec: TaskSpec) -> HFMo
         neither language modeling nor classification, a hub name while offline.
     :raises MissingDependencyError: transformers (or peft, for ``hf.peft``) is not installed.
     """
-    options = read_options(training_config.plugins.options.get("hf", {}))
+    options = read_options(training_config.plugins)
     transformers = import_transformers()
     task_fields: dict[str, Any] = {}
     if task_spec.task_type == "language_modeling":

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from treadle.errors import ConfigError
+
+if TYPE_CHECKING:
+    from treadle.config import PluginsConfig
 
 __all__ = ["HFOptions", "read_options"]
 
@@ -38,18 +41,13 @@ class HFOptions:
 _KEYS = ("model", "config", "peft", "attn_implementation")
 
 
-def read_options(options: Mapping[str, Any]) -> HFOptions:
+def read_options(plugins: PluginsConfig) -> HFOptions:
     """``plugins.options.hf`` as :class:`HFOptions`.
 
     :raises ConfigError: no ``model``, an unknown key, or a value of the wrong type; the
         message says what to set.
     """
-    unknown = sorted(set(options) - set(_KEYS))
-    if unknown:
-        msg = (
-            f"plugins.options.hf: unknown option(s) {', '.join(unknown)}; known: {', '.join(_KEYS)}"
-        )
-        raise ConfigError(msg)
+    options = plugins.options_for("hf", _KEYS)
     model = options.get("model")
     if not isinstance(model, str) or not model:
         msg = (

@@ -105,14 +105,7 @@ class MlflowLogger:
         self._mlflow = _import_mlflow()
         options: dict[str, Any] = {}
         if training_config is not None:
-            options = dict(training_config.plugins.options.get("mlflow", {}))
-        unknown = sorted(set(options) - OPTION_KEYS)
-        if unknown:
-            msg = (
-                f"plugins.options.mlflow: unknown option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(OPTION_KEYS))}"
-            )
-            raise ConfigError(msg)
+            options = training_config.plugins.options_for("mlflow", OPTION_KEYS)
         tags = options.get("tags", {})
         if not isinstance(tags, Mapping):
             msg = f"plugins.options.mlflow.tags must be a table of names to values: {tags!r}"

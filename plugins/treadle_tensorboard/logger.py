@@ -81,14 +81,7 @@ class TensorBoardLogger:
         _check_installed()
         options: dict[str, Any] = {}
         if training_config is not None:
-            options = dict(training_config.plugins.options.get("tensorboard", {}))
-        unknown = sorted(set(options) - OPTION_KEYS)
-        if unknown:
-            msg = (
-                f"plugins.options.tensorboard: unknown option(s) {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(OPTION_KEYS))}"
-            )
-            raise ConfigError(msg)
+            options = training_config.plugins.options_for("tensorboard", OPTION_KEYS)
         log_dir = Path(str(options.get("log_dir", DEFAULT_DIR)))
         if not log_dir.is_absolute():
             if run_dir is None:

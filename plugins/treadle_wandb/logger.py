@@ -57,7 +57,7 @@ class WandbLogger:
         name = None
         notes = None
         if training_config is not None:
-            options = dict(training_config.plugins.options.get("wandb", {}))
+            options = training_config.plugins.options_for("wandb", OPTION_KEYS)
             config = training_config.to_dict()
             project = training_config.wandb_project or project
             name = training_config.run_name
@@ -127,17 +127,11 @@ MODES = ("online", "offline", "disabled")
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
-    """Refuse options W&B would reject from deep inside ``wandb.init``, naming the option.
+    """Refuse option values W&B would reject from deep inside ``wandb.init``, naming the
+    option (unknown names are refused by ``PluginsConfig.options_for``).
 
-    :raises ConfigError: an unknown option, or one of the wrong type or value.
+    :raises ConfigError: an option of the wrong type or value.
     """
-    unknown = sorted(set(options) - OPTION_KEYS)
-    if unknown:
-        msg = (
-            f"plugins.options.wandb: unknown option(s) {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(OPTION_KEYS))}"
-        )
-        raise ConfigError(msg)
     for key in ("entity", "group", "notes"):
         if key in options and not isinstance(options[key], str):
             msg = f"plugins.options.wandb.{key} must be a string: {options[key]!r:.60}"

@@ -9,7 +9,7 @@ import math
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,21 @@ class PluginsConfig:
     disable: tuple[str, ...] = _field((), _names)
     require: tuple[str, ...] = _field((), _names)
     options: dict[str, dict[str, Any]] = _field(dict, factory=True)
+
+    def options_for(self, plugin: str, known: Collection[str]) -> dict[str, Any]:
+        """A copy of ``options[plugin]`` (empty when unset), every key among ``known``.
+
+        :raises ConfigError: an unknown key; the message lists the known ones.
+        """
+        options = dict(self.options.get(plugin, {}))
+        unknown = sorted(set(options) - set(known))
+        if unknown:
+            msg = (
+                f"plugins.options.{plugin}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+            raise ConfigError(msg)
+        return options
 
 
 def _plugins_config(value: Any) -> Any:
