@@ -109,6 +109,28 @@ def test_a_third_party_data_set_is_found_listed_and_loaded_from_a_config(
         )
 
 
+def train_in_site(site: Path, epochs: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``treadle train --json`` in a subprocess that imports the plugins installed in ``site``,
+    with ``overrides`` as ``--set`` values, run in ``site``'s folder (where its store lands);
+    the run's JSON results."""
+    command = [sys.executable, "-m", "treadle", "train", "--epochs", str(epochs), "--json"]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=site.parent,  # the run registers its model in ./treadle.db
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results: dict[str, Any] = json.loads(done.stdout)
+    return results
+
+
 @pytest.mark.slow  # a subprocess that imports torch and trains
 def test_treadle_train_trains_a_third_party_data_set_named_with_set(acme_site: Path) -> None:
     overrides = {
@@ -127,21 +149,7 @@ def test_treadle_train_trains_a_third_party_data_set_named_with_set(acme_site: P
         "max_train_samples": None,
         "max_val_samples": None,
     }
-    command = [sys.executable, "-m", "treadle", "train", "--epochs", "1", "--json"]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={json.dumps(value)}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(acme_site), *sys.path])}
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=acme_site.parent,  # the run registers its model in ./treadle.db
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert '"global_step"' in done.stdout
+    assert "global_step" in train_in_site(acme_site, 1, overrides)
 
 
 class _Broken:
@@ -256,18 +264,5 @@ def test_the_docs_third_party_data_set_is_listed_loaded_and_trained_by_treadle_t
         "max_train_samples": None,
         "max_val_samples": None,
     }
-    command = [sys.executable, "-m", "treadle", "train", "--epochs", "10", "--json"]
-    for key, value in overrides.items():
-        command += ["--set", f"{key}={json.dumps(value)}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=site.parent,  # the run registers its model in ./treadle.db
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["final_metrics"]["val_accuracy"] > 0.8
+    results = train_in_site(site, 10, overrides)
+    assert results["final_metrics"]["val_accuracy"] > 0.8
